@@ -34,7 +34,8 @@ is_debian() { [[ -r /etc/debian_version ]] && command -v apt-get >/dev/null 2>&1
 apt_install() {
   local missing=() p
   for p in "$@"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    # (no `| grep -q` on these: with pipefail, grep's early exit fails the pipe)
+    if [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" != *"install ok installed"* ]]; then
       missing+=("$p")
     fi
   done
@@ -43,7 +44,7 @@ apt_install() {
   is_debian || die "need packages ${missing[*]}, but this is not a Debian system with apt-get"
   local need_update=0
   for p in "${missing[@]}"; do
-    if ! apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    if [[ "$(apt-cache policy "$p" 2>/dev/null || true)" != *"Candidate: "[0-9]* ]]; then
       need_update=1
     fi
   done
@@ -52,7 +53,7 @@ apt_install() {
     apt-get update -q >&2 || die "apt-get update failed"
   fi
   log "apt-get install ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2 \
+  DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get install -y -q "${missing[@]}" >&2 \
     || die "apt-get install ${missing[*]} failed"
 }
 
