@@ -1,0 +1,226 @@
+"""The only module that talks to Docker (docker-py's low-level APIClient).
+
+Each run gets its own `DockerEngine` (its own client and connections), closed
+when the run ends: a docker-py client is not promised to be thread-safe and
+every live stream holds one pooled connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import ssl
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import docker.auth
+import docker.errors
+import requests
+
+from .errors import EngineUnavailable
+from .reference import registry_of, split_reference
+
+MANAGED_LABEL = "pullrun.managed"
+RUN_LABEL = "pullrun.run"
+READ_SIZE = 256 * 1024
+
+EngineError = docker.errors.DockerException
+NotFoundError = docker.errors.NotFound
+
+
+def engine_message(exc: BaseException) -> str:
+    """The engine's own words for a failure, without docker-py's URL noise."""
+    if isinstance(exc, docker.errors.APIError):
+        return str(exc.explanation or exc)
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return f"cannot reach the Docker engine: {exc}"
+    return str(exc) or type(exc).__name__
+
+
+def _shutdown(sock: Any) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _response_socket(response: requests.Response) -> Any:
+    """The socket under a streamed requests response (unix or TCP)."""
+    fp = response.raw._fp.fp  # type: ignore[union-attr]
+    raw = getattr(fp, "raw", fp)
+    return getattr(raw, "_sock", raw)
+
+
+class PullStream:
+    """Daemon pull messages, read to the end; `close()` abandons the pull."""
+
+    def __init__(self, api: docker.APIClient, response: requests.Response) -> None:
+        self._api = api
+        self._response = response
+        self._sock = _response_socket(response)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for message in self._api._stream_helper(self._response, decode=True):
+            if isinstance(message, dict):
+                yield message
+
+    def close(self) -> None:
+        """Safe from another thread: unblocks a reader stuck in recv."""
+        _shutdown(self._sock)
+        self._response.close()
+
+
+class OutputStream:
+    """A container's attach stream: raw bytes, multiplexed unless tty."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._sock: Any = getattr(raw, "_sock", raw)
+        # requests left its client timeout on the socket; a quiet container is
+        # not an error, so block (poll decides how long we wait).
+        self._sock.settimeout(None)
+        self._poll = select.poll()
+        self._poll.register(self._sock.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
+
+    def read(self, timeout: float | None) -> bytes | None:
+        """Next bytes; None when `timeout` seconds pass with none; b"" at the end."""
+        pending = isinstance(self._sock, ssl.SSLSocket) and self._sock.pending()
+        if not pending and timeout is not None:
+            if not self._poll.poll(max(0, int(timeout * 1000 + 0.999))):
+                return None
+        try:
+            return bytes(self._sock.recv(READ_SIZE))
+        except OSError:
+            return b""
+
+    def close(self) -> None:
+        _shutdown(self._sock)
+        with contextlib.suppress(OSError):
+            self._raw.close()
+
+
+class DockerEngine:
+    def __init__(self, timeout: float = 60) -> None:
+        try:
+            kwargs = docker.utils.kwargs_from_env()
+            self.api = docker.APIClient(timeout=timeout, version="auto", **kwargs)
+        except docker.errors.DockerException as exc:
+            raise EngineUnavailable(engine_message(exc)) from exc
+
+    def close(self) -> None:
+        self.api.close()
+
+    def __enter__(self) -> DockerEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def version(self) -> dict[str, Any]:
+        return dict(self.api.version())
+
+    def image_present(self, image: str) -> bool:
+        try:
+            self.api.inspect_image(image)
+        except docker.errors.ImageNotFound:
+            return False
+        return True
+
+    def image_digest(self, image: str) -> str | None:
+        try:
+            info = self.api.inspect_image(image)
+        except docker.errors.ImageNotFound:
+            return None
+        repository, _, _ = split_reference(image)
+        for repo_digest in info.get("RepoDigests") or []:
+            name, _, digest = str(repo_digest).partition("@")
+            if name == repository or name.endswith("/" + repository):
+                return digest
+        return str(info.get("Id")) if info.get("Id") else None
+
+    def pull(
+        self,
+        image: str,
+        *,
+        platform: str | None,
+        auth: dict[str, str] | None,
+        stall_timeout: float,
+    ) -> PullStream:
+        """Start a pull. Errors before the daemon's first flush raise here;
+        later ones arrive in the stream as `error`/`errorDetail` messages."""
+        repository, tag, digest = split_reference(image)
+        params: dict[str, str] = {"fromImage": repository, "tag": digest or tag or "latest"}
+        if platform:
+            params["platform"] = platform
+        headers: dict[str, Any] = {}
+        registry = registry_of(repository)
+        if auth is not None:
+            headers["X-Registry-Auth"] = docker.auth.encode_header(
+                {**auth, "serveraddress": registry}
+            )
+        else:
+            header = docker.auth.get_config_header(self.api, registry)
+            if header:
+                headers["X-Registry-Auth"] = header
+        # The read timeout is the stall detector: no byte for that long = no progress.
+        response = self.api._post(
+            self.api._url("/images/create"),
+            params=params,
+            headers=headers,
+            stream=True,
+            timeout=stall_timeout,
+        )
+        self.api._raise_for_status(response)
+        return PullStream(self.api, response)
+
+    def create(self, run_id: str, spec: Any, name: str | None = None) -> str:
+        host_config = self.api.create_host_config(
+            mem_limit=spec.memory,
+            nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
+            auto_remove=False,  # we remove it ourselves after the logs are drained
+        )
+        labels = {**spec.labels, RUN_LABEL: run_id, MANAGED_LABEL: "true"}
+        container = self.api.create_container(
+            spec.image,
+            command=spec.command,
+            entrypoint=spec.entrypoint,
+            environment=spec.env or None,
+            working_dir=spec.workdir,
+            user=spec.user or "",
+            tty=spec.tty,
+            labels=labels,
+            host_config=host_config,
+            name=name,
+            platform=spec.platform,
+        )
+        return str(container["Id"])
+
+    def attach(self, container_id: str) -> OutputStream:
+        # stream only, never logs=1 (a 20.10 engine hung attaching with logs to
+        # a container whose log driver was `none`).
+        raw = self.api.attach_socket(container_id, params={"stdout": 1, "stderr": 1, "stream": 1})
+        return OutputStream(raw)
+
+    def start(self, container_id: str) -> None:
+        self.api.start(container_id)
+
+    def wait(self, container_id: str) -> tuple[int, str | None]:
+        result = self.api.wait(container_id)
+        error = result.get("Error") or None
+        message = error.get("Message") if isinstance(error, dict) else None
+        return int(result.get("StatusCode", -1)), message or None
+
+    def inspect(self, container_id: str) -> dict[str, Any]:
+        return dict(self.api.inspect_container(container_id))
+
+    def stop(self, container_id: str, grace: float = 10) -> None:
+        # docker-py's stop adds the grace to its HTTP timeout itself.
+        self.api.stop(container_id, timeout=int(grace))
+
+    def remove(self, container_id: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            self.api.remove_container(container_id, force=True, v=True)
+
+    def managed_containers(self, run_id: str | None = None) -> list[str]:
+        label = f"{RUN_LABEL}={run_id}" if run_id else f"{MANAGED_LABEL}=true"
+        return [str(c["Id"]) for c in self.api.containers(all=True, filters={"label": label})]

@@ -1,0 +1,191 @@
+"""One append-only event log per run, and the global run-change feed.
+
+A run's log is a file of SSE bytes exactly as subscribers receive them, so a
+replay is byte-for-byte the live stream. The worker thread appends; asyncio
+subscribers are cursors (the last event id they have) that read the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from array import array
+from bisect import bisect_right
+from collections import deque
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from .events import EventType, encode_event
+
+READ_CHUNK = 1 << 20
+
+
+class EventLog:
+    def __init__(self, path: Path, loop: asyncio.AbstractEventLoop) -> None:
+        self.path = path
+        self._loop = loop
+        self._lock = threading.Lock()
+        # _ends[i] is where event i+1 ends (and the next one starts).
+        self._ends = array("q")
+        self._fd: int | None = None
+        self.finished = False
+        self._changed = asyncio.Event()
+        self._wake_pending = False
+
+    @classmethod
+    def load(cls, path: Path, loop: asyncio.AbstractEventLoop) -> EventLog:
+        """Index an existing file (after a restart)."""
+        log = cls(path, loop)
+        data = path.read_bytes() if path.exists() else b""
+        pos = 0
+        last_type = b""
+        while pos < len(data):
+            end = data.find(b"\n\n", pos)
+            if end < 0:
+                break  # a torn final write from a crash: ignore it
+            type_start = data.find(b"\nevent: ", pos, end) + 8
+            last_type = data[type_start : data.find(b"\n", type_start)]
+            pos = end + 2
+            log._ends.append(pos)
+        if pos < len(data):
+            with open(path, "r+b") as f:
+                f.truncate(pos)
+        log.finished = last_type == EventType.DONE.encode()
+        return log
+
+    @property
+    def last_id(self) -> int:
+        return len(self._ends)
+
+    def append(self, event_type: str, data: Any) -> int:
+        """Encode and store one event; safe to call from any thread."""
+        with self._lock:
+            if self.finished:
+                raise RuntimeError(f"event log {self.path.name} is finished")
+            event_id = len(self._ends) + 1
+            raw = encode_event(event_id, event_type, data)
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.write(self._fd, raw)
+            self._ends.append((self._ends[-1] if self._ends else 0) + len(raw))
+            if event_type == EventType.DONE:
+                self.finished = True
+                os.close(self._fd)
+                self._fd = None
+        self._notify()
+        return event_id
+
+    def _notify(self) -> None:
+        if self._wake_pending:
+            return
+        self._wake_pending = True
+        try:
+            self._loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:  # loop closed: nobody is listening any more
+            self._wake_pending = False
+
+    def _wake(self) -> None:
+        self._wake_pending = False
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def span(self, after: int, max_bytes: int = READ_CHUNK) -> tuple[int, int, int]:
+        """(start, end, last_id) of the whole events after id `after`, ~max_bytes.
+
+        Bounded by `_ends`, which the writer extends only after its write, so a
+        reader never sees half an event.
+        """
+        ends = self._ends
+        count = len(ends)
+        if after >= count:
+            return (0, 0, after)
+        start = ends[after - 1] if after > 0 else 0
+        last = count
+        if ends[count - 1] - start > max_bytes:
+            last = max(bisect_right(ends, start + max_bytes, after, count), after + 1)
+        return (start, ends[last - 1], last)
+
+    async def follow(self, after: int = 0) -> AsyncIterator[bytes]:
+        """Yield the bytes of every event after id `after`, live, until `done`."""
+        cursor = after
+        with open(self.path, "rb", buffering=0) as f:
+            while True:
+                waiter = self._changed
+                finished = self.finished
+                start, end, last = self.span(cursor)
+                if end > start:
+                    yield os.pread(f.fileno(), end - start, start)
+                    cursor = last
+                    continue
+                if finished:
+                    return
+                await waiter.wait()
+
+
+class RunFeed:
+    """`GET /api/events`: run-change events with ids of their own, last 10,000 kept.
+
+    Ids are `<boot>-<n>` so an id from before a restart is recognised as stale
+    (the subscriber gets `reset` and refetches the list).
+    """
+
+    def __init__(self, boot: str, keep: int = 10_000) -> None:
+        self.boot = boot
+        self._events: deque[tuple[int, bytes]] = deque(maxlen=keep)
+        self._seq = 0
+        self._changed = asyncio.Event()
+        self.closed = False
+
+    def publish(self, run: dict[str, Any]) -> None:
+        """Loop thread only (the runner hops here with call_soon_threadsafe)."""
+        self._seq += 1
+        self._events.append((self._seq, encode_event(f"{self.boot}-{self._seq}", "run", run)))
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._changed.set()
+
+    def _start_after(self, last_event_id: str | None) -> int | None:
+        """Sequence to resume after, or None when a reset is needed."""
+        if last_event_id is None:
+            return self._seq
+        boot, _, seq = last_event_id.rpartition("-")
+        if boot != self.boot or not seq.isdigit():
+            return None
+        n = int(seq)
+        oldest = self._events[0][0] if self._events else self._seq + 1
+        if n > self._seq or n < oldest - 1:
+            return None
+        return n
+
+    async def follow(self, last_event_id: str | None) -> AsyncIterator[bytes]:
+        cursor = self._start_after(last_event_id)
+        if cursor is None:
+            cursor = self._seq
+            yield encode_event(f"{self.boot}-{cursor}", EventType.RESET, {"reason": "history lost"})
+        while not self.closed:
+            waiter = self._changed
+            if self._events and self._events[-1][0] > cursor:
+                oldest = self._events[0][0]
+                if cursor < oldest - 1:  # fell behind the ring: start over
+                    cursor = self._seq
+                    yield encode_event(
+                        f"{self.boot}-{cursor}", EventType.RESET, {"reason": "fell behind"}
+                    )
+                    continue
+                start = cursor - oldest + 1
+                chunk = [raw for _, raw in list(self._events)[start:]]
+                cursor = self._events[-1][0]
+                yield b"".join(chunk)
+                continue
+            await waiter.wait()

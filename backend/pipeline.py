@@ -1,0 +1,412 @@
+"""One run: pull -> create -> attach -> start -> wait -> remove, in a worker thread.
+
+Never touches HTTP. Everything a watcher should see goes into the run's
+EventLog; every run ends with exactly one `done` event, whatever happens.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .engine import DockerEngine, NotFoundError, OutputStream, PullStream, engine_message
+from .errors import EngineUnavailable, PipelineError
+from .eventlog import EventLog
+from .events import EventType, now_rfc3339
+from .frames import STDERR, FrameDecoder
+from .lines import LineAssembler, LogBatch
+from .models import PullPolicy, RegistryAuth, RunError, RunPublic, RunStatus
+from .progress import PullProgress
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE = 10.0
+MAX_LINES_PER_EVENT = 5000
+EngineFactory = Callable[[], DockerEngine]
+
+
+class Canceled(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RunPipeline:
+    def __init__(
+        self,
+        record: RunPublic,
+        events: EventLog,
+        settings: Settings,
+        *,
+        auth: RegistryAuth | None = None,
+        engine_factory: EngineFactory = DockerEngine,
+        save: Callable[[RunPublic], None] = lambda record: None,
+    ) -> None:
+        self.record = record
+        self.events = events
+        self.settings = settings
+        self._auth = auth
+        self._engine_factory = engine_factory
+        self._save = save
+        self._lock = threading.Lock()
+        self._cancel_reason: str | None = None
+        self._timed_out = False
+        self._phase = "queue"
+        self._pull_stream: PullStream | None = None
+        self._container_id: str | None = None
+        self._stopper: threading.Thread | None = None
+        self._marks: dict[str, float] = {}
+        self._created_mono = time.monotonic()
+        self._kept_bytes = 0
+        self._kept_through = 0
+        self._dropping = False
+
+    # -- control, from any thread ------------------------------------------------
+
+    def cancel(self, reason: str) -> None:
+        with self._lock:
+            if self._cancel_reason is not None:
+                return
+            self._cancel_reason = reason
+            pull = self._pull_stream
+            container = self._container_id if self._phase in ("start", "run") else None
+        if pull is not None:
+            pull.close()
+        if container is not None:
+            self._stop_container_async(container)
+
+    @property
+    def cancel_reason(self) -> str | None:
+        return self._cancel_reason
+
+    def _check_canceled(self) -> None:
+        if self._cancel_reason is not None:
+            raise Canceled(self._cancel_reason)
+
+    def _stop_container_async(self, container_id: str) -> None:
+        """SIGTERM, grace, SIGKILL on a separate client, so the reader keeps reading."""
+        with self._lock:
+            if self._stopper is not None:
+                return
+
+            def stop() -> None:
+                try:
+                    with self._engine_factory() as engine:
+                        engine.stop(container_id, STOP_GRACE)
+                except Exception as exc:  # the run goes on to its wait either way
+                    log.warning("stopping %s failed: %s", container_id[:12], exc)
+
+            self._stopper = threading.Thread(
+                target=stop, name=f"stop-{self.record.id}", daemon=True
+            )
+            self._stopper.start()
+
+    # -- the run -------------------------------------------------------------------
+
+    def execute(self) -> None:
+        """Run to the end; never raises; always appends `done`."""
+        status = RunStatus.ERROR
+        error: RunError | None = None
+        self._mark("queue")
+        engine: DockerEngine | None = None
+        try:
+            self._check_canceled()
+            engine = self._engine_factory()
+            status = self._run(engine)
+        except Canceled as exc:
+            status = RunStatus.CANCELED
+            error = RunError(phase=self._phase, message=exc.reason)
+        except PipelineError as exc:
+            if self._cancel_reason is not None:
+                status, error = (
+                    RunStatus.CANCELED,
+                    RunError(phase=self._phase, message=self._cancel_reason),
+                )
+            else:
+                status, error = RunStatus.ERROR, RunError(phase=exc.phase, message=exc.message)
+        except EngineUnavailable as exc:
+            error = RunError(phase=self._phase, message=exc.message)
+        except Exception as exc:
+            log.exception("run %s failed in %s", self.record.id, self._phase)
+            if self._cancel_reason is not None:
+                status = RunStatus.CANCELED
+                error = RunError(phase=self._phase, message=self._cancel_reason)
+            else:
+                error = RunError(phase=self._phase, message=engine_message(exc))
+        finally:
+            if engine is not None:
+                self._cleanup(engine)
+                engine.close()
+        self._finish(status, error)
+
+    def _run(self, engine: DockerEngine) -> RunStatus:
+        spec = self.record.spec
+        self._pull(engine)
+        self._check_canceled()
+
+        self._enter("create", RunStatus.CREATING)
+        try:
+            container_id = engine.create(self.record.id, spec, name=f"pullrun-{self.record.id}")
+        except Exception as exc:
+            raise PipelineError("create", engine_message(exc)) from exc
+        with self._lock:
+            self._container_id = container_id
+        self.record.container_id = container_id
+        self._check_canceled()
+
+        self._enter("start", RunStatus.STARTING)
+        try:
+            output = engine.attach(container_id)
+        except Exception as exc:
+            raise PipelineError("start", engine_message(exc)) from exc
+        try:
+            try:
+                engine.start(container_id)
+            except Exception as exc:
+                raise PipelineError("start", engine_message(exc)) from exc
+            self.record.started_at = now_rfc3339()
+            self._enter("run", RunStatus.RUNNING)
+            timeout = spec.timeout or self.settings.default_timeout
+            timer = threading.Timer(timeout, self._on_timeout, args=(container_id,))
+            timer.daemon = True
+            timer.start()
+            if self._cancel_reason is not None:  # canceled between start and here
+                self._stop_container_async(container_id)
+            try:
+                self._relay_output(output, tty=spec.tty)
+                exit_code, wait_error = engine.wait(container_id)
+            finally:
+                timer.cancel()
+        finally:
+            output.close()
+        self._mark_end("run")
+        state = engine.inspect(container_id).get("State", {})
+        self.record.exit_code = exit_code
+        self.record.oom_killed = bool(state.get("OOMKilled"))
+        if wait_error:
+            self.events.append(EventType.NOTICE, {"message": f"engine: {wait_error}"})
+        if self._timed_out:
+            return RunStatus.TIMED_OUT
+        if self._cancel_reason is not None:
+            raise Canceled(self._cancel_reason)
+        if exit_code == 0 and not self.record.oom_killed:
+            return RunStatus.SUCCEEDED
+        return RunStatus.FAILED
+
+    def _on_timeout(self, container_id: str) -> None:
+        self._timed_out = True
+        timeout = self.record.spec.timeout or self.settings.default_timeout
+        self.events.append(
+            EventType.NOTICE,
+            {"message": f"timeout of {timeout:g}s reached: stopping the container"},
+        )
+        self._stop_container_async(container_id)
+
+    # -- pull ----------------------------------------------------------------------
+
+    def _pull(self, engine: DockerEngine) -> None:
+        spec = self.record.spec
+        policy = spec.pull
+        summary: dict[str, Any] = {"policy": policy.value, "pulled": False}
+        self.record.pull = summary
+        if policy != PullPolicy.ALWAYS:
+            try:
+                present = engine.image_present(spec.image)
+            except Exception as exc:
+                raise PipelineError("pull", engine_message(exc)) from exc
+            if not present and policy == PullPolicy.NEVER:
+                raise PipelineError(
+                    "pull", f"image {spec.image} is not present and the pull policy is never"
+                )
+            if present:
+                self.record.image_digest = engine.image_digest(spec.image)
+                return
+        self._enter("pull", RunStatus.PULLING)
+        progress = PullProgress()
+        auth = self._auth.model_dump(exclude_none=True) if self._auth else None
+        try:
+            stream = engine.pull(
+                spec.image,
+                platform=spec.platform,
+                auth=auth,
+                stall_timeout=self.settings.pull_stall_timeout,
+            )
+        except NotFoundError as exc:
+            raise PipelineError("pull", engine_message(exc)) from exc
+        except Exception as exc:
+            self._check_canceled()
+            raise PipelineError("pull", engine_message(exc)) from exc
+        with self._lock:
+            self._pull_stream = stream
+        if self._cancel_reason is not None:
+            stream.close()
+        try:
+            for message in stream:
+                data = progress.update(message)
+                if message.get("error") or message.get("errorDetail"):
+                    detail = message.get("errorDetail") or {}
+                    text = str(message.get("error") or detail.get("message") or "pull failed")
+                    data["status"] = data["status"] or "error"
+                    data["error"] = True
+                    data["message"] = text
+                    self.events.append(EventType.PULL, data)
+                    raise PipelineError("pull", text)
+                self.events.append(EventType.PULL, data)
+                if data["status"].startswith("Retrying in"):
+                    layer = data["layer"] or "?"
+                    self.events.append(
+                        EventType.NOTICE, {"message": f"pull of layer {layer}: {data['status']}"}
+                    )
+        except PipelineError:
+            raise
+        except Exception as exc:
+            self._check_canceled()
+            if "timed out" in str(exc).lower():
+                raise PipelineError(
+                    "pull",
+                    f"no pull progress for {self.settings.pull_stall_timeout:g}s: pull abandoned",
+                ) from exc
+            raise PipelineError("pull", engine_message(exc)) from exc
+        finally:
+            with self._lock:
+                self._pull_stream = None
+            stream.close()
+        self._check_canceled()
+        if not progress.complete:
+            # The stream ended without its closing "Status:" line: the pull did
+            # not finish, whatever the daemon said before.
+            raise PipelineError("pull", "the pull stream ended before the pull completed")
+        summary.update(progress.summary(), pulled=True)
+        self.record.image_digest = progress.digest or engine.image_digest(spec.image)
+        self._mark_end("pull")
+
+    # -- output --------------------------------------------------------------------
+
+    def _relay_output(self, output: OutputStream, *, tty: bool) -> None:
+        assembler = LineAssembler(self.settings.partial_line_delay)
+        frames = FrameDecoder()
+        while True:
+            deadline = assembler.next_deadline()
+            timeout = None if deadline is None else deadline - time.monotonic()
+            chunk = output.read(timeout)
+            now = time.monotonic()
+            if chunk is None:
+                self._emit_logs(assembler.flush_due(now))
+                continue
+            if not chunk:
+                break
+            batches: list[LogBatch] = []
+            if tty:
+                self.record.log_bytes += len(chunk)
+                batches = assembler.feed("tty", chunk, now)
+            else:
+                for stream_id, payload in frames.feed(chunk):
+                    self.record.log_bytes += len(payload)
+                    name = "stderr" if stream_id == STDERR else "stdout"
+                    batches.extend(assembler.feed(name, payload, now))
+            batches.extend(assembler.flush_due(now))
+            self._emit_logs(batches)
+        self._emit_logs(assembler.finish())
+        self.record.log_lines = assembler.line_count
+        self.record.dropped_lines = assembler.line_count - self._kept_through
+        self.record.dropped_bytes = max(0, self.record.log_bytes - self._kept_bytes)
+
+    def _emit_logs(self, batches: list[LogBatch]) -> None:
+        limit = self.settings.max_log_bytes
+        for batch in batches:
+            if self._dropping:
+                continue
+            size = sum(map(len, batch.lines)) + len(batch.lines)
+            if self._kept_bytes + size > limit:
+                self._dropping = True
+                self.events.append(
+                    EventType.NOTICE,
+                    {
+                        "message": f"output past max_log_bytes ({limit} bytes) is being dropped: "
+                        "further lines are counted but neither streamed nor kept"
+                    },
+                )
+                continue
+            self._kept_bytes += size
+            lines = batch.lines
+            for start in range(0, len(lines), MAX_LINES_PER_EVENT):
+                part = lines[start : start + MAX_LINES_PER_EVENT]
+                more = start + MAX_LINES_PER_EVENT < len(lines)
+                self.events.append(
+                    EventType.LOG,
+                    {
+                        "stream": batch.stream,
+                        "first": batch.first + start,
+                        "lines": part,
+                        "partial": batch.partial and not more,
+                    },
+                )
+            self._kept_through = max(self._kept_through, batch.first + len(lines) - 1)
+
+    # -- bookkeeping ---------------------------------------------------------------
+
+    def _mark(self, phase: str) -> None:
+        self._marks[phase] = time.monotonic()
+
+    def _mark_end(self, phase: str) -> None:
+        started = self._marks.get(phase)
+        if started is not None:
+            setattr(self.record.durations, phase, round(time.monotonic() - started, 4))
+
+    def _enter(self, phase: str, status: RunStatus) -> None:
+        if self._phase == "queue":
+            self.record.durations.queue = round(time.monotonic() - self._created_mono, 4)
+        else:
+            self._mark_end(self._phase)
+        with self._lock:
+            self._phase = phase
+        self._mark(phase)
+        self.record.status = status
+        self.events.append(EventType.STATUS, {"status": status.value, "at": now_rfc3339()})
+        self.record.last_event_id = self.events.last_id
+        self._save(self.record)
+
+    def _cleanup(self, engine: DockerEngine) -> None:
+        container_id = self._container_id
+        if self._stopper is not None:
+            self._stopper.join(STOP_GRACE + 30)
+        if container_id and self.record.spec.auto_remove:
+            try:
+                engine.remove(container_id)
+            except Exception as exc:
+                self.events.append(
+                    EventType.NOTICE,
+                    {"message": f"could not remove the container: {engine_message(exc)}"},
+                )
+
+    def _finish(self, status: RunStatus, error: RunError | None) -> None:
+        record = self.record
+        if record.durations.queue is None:
+            record.durations.queue = round(time.monotonic() - self._created_mono, 4)
+        if (
+            self._phase in ("pull", "create", "start")
+            and getattr(record.durations, self._phase) is None
+        ):
+            self._mark_end(self._phase)
+        record.durations.total = round(time.monotonic() - self._created_mono, 4)
+        record.status = status
+        record.error = error
+        record.finished_at = now_rfc3339()
+        done = {
+            "status": status.value,
+            "exit_code": record.exit_code,
+            "oom_killed": record.oom_killed,
+            "error": error.model_dump() if error else None,
+            "durations": record.durations.model_dump(),
+            "log_lines": record.log_lines,
+            "log_bytes": record.log_bytes,
+            "dropped_lines": record.dropped_lines,
+            "dropped_bytes": record.dropped_bytes,
+        }
+        record.last_event_id = self.events.last_id + 1
+        self._save(record)
+        self.events.append(EventType.DONE, done)

@@ -1,0 +1,282 @@
+"""Runs the pipelines: worker threads, FIFO queue, concurrency limit, cancel,
+graceful shutdown and recovery after a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import threading
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from .engine import DockerEngine
+from .errors import Conflict, NotFound, QueueFull, ShuttingDown
+from .eventlog import EventLog, RunFeed
+from .events import EventType, now_rfc3339
+from .models import RunCreate, RunError, RunLinks, RunPublic, RunSpec, RunStatus
+from .pipeline import EngineFactory, RunPipeline
+from .settings import Settings
+from .store import RunStore
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_REASON = "server shutting down"
+CANCEL_REASON = "canceled by request"
+_CACHED_LOGS = 128
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(6)
+
+
+def links_for(run_id: str) -> RunLinks:
+    return RunLinks(
+        self=f"/api/runs/{run_id}",
+        events=f"/api/runs/{run_id}/events",
+        logs=f"/api/runs/{run_id}/logs",
+        page=f"/runs/{run_id}",
+    )
+
+
+@dataclass
+class ActiveRun:
+    pipeline: RunPipeline
+    claimed: bool = False  # a worker has taken it off the queue
+    finished: threading.Event = field(default_factory=threading.Event)
+
+
+class Runner:
+    def __init__(
+        self,
+        settings: Settings,
+        store: RunStore,
+        feed: RunFeed,
+        loop: asyncio.AbstractEventLoop,
+        engine_factory: EngineFactory = DockerEngine,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.feed = feed
+        self._loop = loop
+        self._engine_factory = engine_factory
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._queue: deque[str] = deque()
+        self._active: dict[str, ActiveRun] = {}
+        self._logs: OrderedDict[str, EventLog] = OrderedDict()
+        self._closing = False
+        settings.events_dir.mkdir(parents=True, exist_ok=True)
+        self._workers = [
+            threading.Thread(target=self._work_loop, name=f"pullrun-worker-{n}", daemon=True)
+            for n in range(settings.max_concurrent_runs)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    # -- queries -------------------------------------------------------------------
+
+    def get(self, run_id: str) -> RunPublic:
+        active = self._active.get(run_id)
+        if active is not None:
+            return active.pipeline.record
+        record = self.store.get(run_id)
+        if record is None:
+            raise NotFound(f"no run with id {run_id!r}")
+        return record
+
+    def page(
+        self, statuses: list[RunStatus] | None, cursor: str | None, limit: int
+    ) -> tuple[list[RunPublic], str | None]:
+        records, next_cursor = self.store.page(statuses, cursor, limit)
+        live = [self._active.get(r.id) for r in records]
+        return [
+            a.pipeline.record if a else r for a, r in zip(live, records, strict=True)
+        ], next_cursor
+
+    def events_path(self, run_id: str) -> str:
+        return str(self.settings.events_dir / f"{run_id}.events")
+
+    def events(self, run_id: str) -> EventLog:
+        """The run's event log (live for active runs, loaded for finished ones)."""
+        active = self._active.get(run_id)
+        if active is not None:
+            return active.pipeline.events
+        log_ = self._logs.get(run_id)
+        if log_ is None:
+            self.get(run_id)  # 404 for unknown runs
+            log_ = EventLog.load(self.settings.events_dir / f"{run_id}.events", self._loop)
+            self._logs[run_id] = log_
+            while len(self._logs) > _CACHED_LOGS:
+                self._logs.popitem(last=False)
+        else:
+            self._logs.move_to_end(run_id)
+        return log_
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    # -- commands ------------------------------------------------------------------
+
+    def submit(self, request: RunCreate) -> RunPublic:
+        spec = RunSpec.model_validate(request.model_dump(exclude={"registry_auth"}))
+        run_id = new_run_id()
+        record = RunPublic(
+            id=run_id,
+            status=RunStatus.QUEUED,
+            spec=spec,
+            created_at=now_rfc3339(),
+            links=links_for(run_id),
+        )
+        events = EventLog(self.settings.events_dir / f"{run_id}.events", self._loop)
+        pipeline = RunPipeline(
+            record,
+            events,
+            self.settings,
+            auth=request.registry_auth,
+            engine_factory=self._engine_factory,
+            save=self._save,
+        )
+        with self._lock:
+            if self._closing:
+                raise ShuttingDown("the server is shutting down; no new runs are accepted")
+            if len(self._queue) >= self.settings.max_queued_runs:
+                raise QueueFull(
+                    f"{len(self._queue)} runs are already queued (max_queued_runs); try again later"
+                )
+            events.append(EventType.STATUS, {"status": "queued", "at": record.created_at})
+            record.last_event_id = events.last_id
+            self.store.insert(record)
+            self._active[run_id] = ActiveRun(pipeline)
+            self._queue.append(run_id)
+            self._work.notify()
+        self._publish(record)
+        return record
+
+    def cancel(self, run_id: str, reason: str = CANCEL_REASON) -> RunPublic:
+        with self._lock:
+            active = self._active.get(run_id)
+            if active is None:
+                self.get(run_id)  # 404 when unknown
+                raise Conflict(f"run {run_id} has already finished")
+            unclaimed = not active.claimed
+            if unclaimed:
+                active.claimed = True  # no worker will start it now
+                self._queue.remove(run_id)
+        active.pipeline.cancel(reason)
+        if unclaimed:
+            self._run_pipeline(run_id, active)  # ends at once with `done`
+        return active.pipeline.record
+
+    def delete(self, run_id: str) -> None:
+        with self._lock:
+            if run_id in self._active:
+                raise Conflict(f"run {run_id} is still active; cancel it first")
+        record = self.get(run_id)
+        if record.container_id:
+            try:
+                with self._engine_factory() as engine:
+                    engine.remove(record.container_id)
+            except Exception as exc:
+                log.warning("could not remove container of %s: %s", run_id, exc)
+        self.store.delete(run_id)
+        self._logs.pop(run_id, None)
+        path = self.settings.events_dir / f"{run_id}.events"
+        path.unlink(missing_ok=True)
+
+    # -- workers -------------------------------------------------------------------
+
+    def _work_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._closing:
+                    self._work.wait()
+                if not self._queue:
+                    return
+                run_id = self._queue.popleft()
+                active = self._active[run_id]
+                active.claimed = True
+            self._run_pipeline(run_id, active)
+
+    def _run_pipeline(self, run_id: str, active: ActiveRun) -> None:
+        try:
+            active.pipeline.execute()
+        finally:
+            with self._lock:
+                self._active.pop(run_id, None)
+            active.finished.set()
+
+    def _save(self, record: RunPublic) -> None:
+        self.store.save(record)
+        self._publish(record)
+
+    def _publish(self, record: RunPublic) -> None:
+        data = record.model_dump(mode="json")
+        try:
+            self._loop.call_soon_threadsafe(self.feed.publish, data)
+        except RuntimeError:
+            pass  # loop closed during shutdown
+
+    # -- life cycle ----------------------------------------------------------------
+
+    async def shutdown(self, reason: str = SHUTDOWN_REASON) -> None:
+        """Cancel everything in flight, wait (bounded) for every `done`, stop workers."""
+        with self._lock:
+            self._closing = True
+            run_ids = list(self._active)
+            self._work.notify_all()
+        for run_id in run_ids:
+            with contextlib.suppress(Conflict, NotFound):
+                await asyncio.to_thread(self.cancel, run_id, reason)
+        waiting = [a.finished for a in list(self._active.values())]
+        for finished in waiting:
+            await asyncio.to_thread(finished.wait, self.settings.shutdown_grace)
+        self.feed.close()
+
+    def recover(self) -> list[str]:
+        """After a crash: end runs left unfinished and clean up their containers."""
+        recovered: list[str] = []
+        for record in self.store.unfinished():
+            was = record.status.value
+            path = self.settings.events_dir / f"{record.id}.events"
+            events = EventLog.load(path, self._loop)
+            record.status = RunStatus.ERROR
+            record.finished_at = now_rfc3339()
+            record.error = RunError(
+                phase="interrupted", message=f"the server stopped while this run was {was}"
+            )
+            if not events.finished:
+                record.last_event_id = events.last_id + 1
+                self.store.save(record)
+                events.append(
+                    EventType.DONE,
+                    {
+                        "status": record.status.value,
+                        "exit_code": None,
+                        "oom_killed": False,
+                        "error": record.error.model_dump(),
+                        "durations": record.durations.model_dump(),
+                        "log_lines": record.log_lines,
+                        "log_bytes": record.log_bytes,
+                        "dropped_lines": record.dropped_lines,
+                        "dropped_bytes": record.dropped_bytes,
+                    },
+                )
+            else:
+                self.store.save(record)
+            events.close()
+            recovered.append(record.id)
+        if recovered:
+            threading.Thread(target=self._remove_containers, args=(recovered,), daemon=True).start()
+        return recovered
+
+    def _remove_containers(self, run_ids: list[str]) -> None:
+        try:
+            with self._engine_factory() as engine:
+                for run_id in run_ids:
+                    for container_id in engine.managed_containers(run_id):
+                        engine.remove(container_id)
+        except Exception as exc:
+            log.warning("could not clean up containers of interrupted runs: %s", exc)

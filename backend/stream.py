@@ -1,0 +1,67 @@
+"""Server-Sent Events routes: one run's events, and the run-change feed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from sse_starlette import EventSourceResponse
+
+from .deps import RunnerDep, SettingsDep
+from .models import ErrorResponse
+
+router = APIRouter()
+
+_SSE = {"content": {"text/event-stream": {}}, "description": "The event stream (docs/api.md)."}
+
+
+def _resume_point(header: str | None, query: int | None) -> int:
+    """The header wins over the query (an EventSource reconnect sends it)."""
+    if header is not None:
+        try:
+            return max(0, int(header.strip()))
+        except ValueError:
+            return 0
+    return max(0, query or 0)
+
+
+@router.get(
+    "/api/runs/{run_id}/events",
+    response_class=EventSourceResponse,
+    responses={
+        200: _SSE,
+        204: {"description": "Already saw `done`"},
+        404: {"model": ErrorResponse},
+    },
+)
+async def run_events(
+    run_id: str,
+    runner: RunnerDep,
+    settings: SettingsDep,
+    after: Annotated[int | None, Query(ge=0, description="Only events after this id.")] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    record = runner.get(run_id)
+    log = runner.events(run_id)
+    cursor = _resume_point(last_event_id, after)
+    if record.status.terminal and cursor >= record.last_event_id:
+        return Response(status_code=204)
+
+    async def body() -> AsyncIterator[bytes]:
+        async for chunk in log.follow(cursor):
+            yield chunk
+
+    return EventSourceResponse(body(), ping=settings.keepalive, send_timeout=30)
+
+
+@router.get("/api/events", response_class=EventSourceResponse, responses={200: _SSE})
+async def run_feed(
+    runner: RunnerDep,
+    settings: SettingsDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> EventSourceResponse:
+    """`run` events for every run created or changed; `reset` when history was lost."""
+    return EventSourceResponse(
+        runner.feed.follow(last_event_id), ping=settings.keepalive, send_timeout=30
+    )
