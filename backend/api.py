@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -97,6 +98,17 @@ def get_logs(
         media_type="text/plain; charset=utf-8",
         headers={"Content-Disposition": f'inline; filename="pullrun-{record.id}.log"'},
     )
+
+
+@router.get("/api/stats")
+def stats(runner: RunnerDep) -> dict[str, int]:
+    """Live counters: runs in flight, runs queued, open event streams, threads."""
+    return {
+        "active_runs": runner.active,
+        "queued_runs": runner.queued,
+        "subscribers": runner.subscribers.open,
+        "threads": threading.active_count(),
+    }
 
 
 @router.get("/healthz")

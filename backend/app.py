@@ -95,7 +95,7 @@ def create_app(
 
     # We end run streams ourselves (each ends after its `done`), so sse-starlette
     # must not cut them at the first signal: see cli.Server.handle_exit.
-    AppStatus.disable_automatic_graceful_drain()
+    AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
     app = FastAPI(
         title="pullrun",
         summary="Pull and run containers; live pull progress and logs over SSE.",

@@ -18,6 +18,7 @@ import docker
 import docker.auth
 import docker.errors
 import requests
+from docker.utils import kwargs_from_env
 
 from .errors import EngineUnavailable
 from .reference import registry_of, split_reference
@@ -54,7 +55,7 @@ def _response_socket(response: requests.Response) -> Any:
 class PullStream:
     """Daemon pull messages, read to the end; `close()` abandons the pull."""
 
-    def __init__(self, api: docker.APIClient, response: requests.Response) -> None:
+    def __init__(self, api: Any, response: requests.Response) -> None:
         self._api = api
         self._response = response
         self._sock = _response_socket(response)
@@ -85,9 +86,9 @@ class OutputStream:
     def read(self, timeout: float | None) -> bytes | None:
         """Next bytes; None when `timeout` seconds pass with none; b"" at the end."""
         pending = isinstance(self._sock, ssl.SSLSocket) and self._sock.pending()
-        if not pending and timeout is not None:
-            if not self._poll.poll(max(0, int(timeout * 1000 + 0.999))):
-                return None
+        wait_ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
+        if not pending and wait_ms is not None and not self._poll.poll(wait_ms):
+            return None
         try:
             return bytes(self._sock.recv(READ_SIZE))
         except OSError:
@@ -102,8 +103,8 @@ class OutputStream:
 class DockerEngine:
     def __init__(self, timeout: float = 60) -> None:
         try:
-            kwargs = docker.utils.kwargs_from_env()
-            self.api = docker.APIClient(timeout=timeout, version="auto", **kwargs)
+            kwargs = kwargs_from_env()
+            self.api = docker.APIClient(timeout=int(timeout), version="auto", **kwargs)
         except docker.errors.DockerException as exc:
             raise EngineUnavailable(engine_message(exc)) from exc
 
@@ -163,15 +164,16 @@ class DockerEngine:
             if header:
                 headers["X-Registry-Auth"] = header
         # The read timeout is the stall detector: no byte for that long = no progress.
-        response = self.api._post(
-            self.api._url("/images/create"),
+        api: Any = self.api  # the streaming pull needs its response: private helpers
+        response = api._post(
+            api._url("/images/create"),
             params=params,
             headers=headers,
             stream=True,
             timeout=stall_timeout,
         )
-        self.api._raise_for_status(response)
-        return PullStream(self.api, response)
+        api._raise_for_status(response)
+        return PullStream(api, response)
 
     def create(self, run_id: str, spec: Any, name: str | None = None) -> str:
         host_config = self.api.create_host_config(

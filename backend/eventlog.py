@@ -189,3 +189,18 @@ class RunFeed:
                 yield b"".join(chunk)
                 continue
             await waiter.wait()
+
+
+class Subscribers:
+    """Counts open streams (GET /api/stats), so a leak is visible from outside."""
+
+    def __init__(self) -> None:
+        self.open = 0
+
+    async def track(self, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        self.open += 1
+        try:
+            async for chunk in source:
+                yield chunk
+        finally:
+            self.open -= 1

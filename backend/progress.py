@@ -106,9 +106,8 @@ class PullProgress:
             # Seconds-based progress (`units: "s"`) has no total: no fraction.
             if current is not None and total and "units" not in detail:
                 layer.extracted = max(layer.extracted, min(current / total, 1.0))
-        elif status in ("Pulling fs layer", "Waiting"):
-            if layer.state not in ("exists", "done"):
-                layer.state = "waiting"
+        elif status in ("Pulling fs layer", "Waiting") and not layer.finished:
+            layer.state = "waiting"
         # Anything else ("Retrying in N seconds", new texts) leaves state as is.
 
     def overall(self) -> dict[str, Any]:

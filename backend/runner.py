@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .engine import DockerEngine
 from .errors import Conflict, NotFound, QueueFull, ShuttingDown
-from .eventlog import EventLog, RunFeed
+from .eventlog import EventLog, RunFeed, Subscribers
 from .events import EventType, now_rfc3339
 from .models import RunCreate, RunError, RunLinks, RunPublic, RunSpec, RunStatus
 from .pipeline import EngineFactory, RunPipeline
@@ -67,6 +67,7 @@ class Runner:
         self._active: dict[str, ActiveRun] = {}
         self._logs: OrderedDict[str, EventLog] = OrderedDict()
         self._closing = False
+        self.subscribers = Subscribers()
         settings.events_dir.mkdir(parents=True, exist_ok=True)
         self._workers = [
             threading.Thread(target=self._work_loop, name=f"pullrun-worker-{n}", daemon=True)
@@ -113,6 +114,10 @@ class Runner:
         else:
             self._logs.move_to_end(run_id)
         return log_
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
 
     @property
     def queued(self) -> int:
@@ -214,10 +219,8 @@ class Runner:
 
     def _publish(self, record: RunPublic) -> None:
         data = record.model_dump(mode="json")
-        try:
+        with contextlib.suppress(RuntimeError):  # loop closed during shutdown
             self._loop.call_soon_threadsafe(self.feed.publish, data)
-        except RuntimeError:
-            pass  # loop closed during shutdown
 
     # -- life cycle ----------------------------------------------------------------
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
@@ -12,6 +11,7 @@ from .deps import RunnerDep, SettingsDep
 from .models import ErrorResponse
 
 router = APIRouter()
+
 
 _SSE = {"content": {"text/event-stream": {}}, "description": "The event stream (docs/api.md)."}
 
@@ -48,11 +48,9 @@ async def run_events(
     if record.status.terminal and cursor >= record.last_event_id:
         return Response(status_code=204)
 
-    async def body() -> AsyncIterator[bytes]:
-        async for chunk in log.follow(cursor):
-            yield chunk
-
-    return EventSourceResponse(body(), ping=settings.keepalive, send_timeout=30)
+    return EventSourceResponse(
+        runner.subscribers.track(log.follow(cursor)), ping=settings.keepalive, send_timeout=30
+    )
 
 
 @router.get("/api/events", response_class=EventSourceResponse, responses={200: _SSE})
@@ -63,5 +61,7 @@ async def run_feed(
 ) -> EventSourceResponse:
     """`run` events for every run created or changed; `reset` when history was lost."""
     return EventSourceResponse(
-        runner.feed.follow(last_event_id), ping=settings.keepalive, send_timeout=30
+        runner.subscribers.track(runner.feed.follow(last_event_id)),
+        ping=settings.keepalive,
+        send_timeout=30,
     )

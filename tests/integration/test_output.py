@@ -1,0 +1,98 @@
+"""What a container prints reaches subscribers exactly, live, in order."""
+
+from __future__ import annotations
+
+import docker
+import httpx
+
+from tests.support.runs import containers_of, run_to_end
+from tests.support.sse import log_lines
+
+
+def test_hello_world_succeeds_and_removes_its_container(
+    client: httpx.Client, image: str, docker_api: docker.APIClient
+) -> None:
+    run, events = run_to_end(client, image=image, command=["echo", "hello"])
+    assert run["status"] == "succeeded"
+    assert run["exit_code"] == 0
+    statuses = [e.data["status"] for e in events if e.type == "status"]
+    assert statuses == ["queued", "creating", "starting", "running"]
+    assert log_lines(events) == ["hello"]
+    done = events[-1].data
+    assert done["status"] == "succeeded" and done["log_lines"] == 1 and done["log_bytes"] == 6
+    assert done["error"] is None
+    assert containers_of(docker_api, run["id"]) == []
+
+
+def test_stdout_and_stderr_stay_apart_in_order(client: httpx.Client, image: str) -> None:
+    script = "for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; done"
+    run, events = run_to_end(client, image=image, command=["sh", "-c", script])
+    assert log_lines(events, "stdout") == [f"out{i}" for i in range(1, 6)]
+    assert log_lines(events, "stderr") == [f"err{i}" for i in range(1, 6)]
+    numbers = [e.data["first"] for e in events if e.type == "log"]
+    assert numbers == sorted(numbers)
+    assert run["log_lines"] == 10
+
+
+def test_carriage_returns_and_invalid_utf8(client: httpx.Client, image: str) -> None:
+    script = r"printf 'a\rb\r\nc\xff\xfed\nlast-no-newline'"
+    run, events = run_to_end(client, image=image, command=["sh", "-c", script])
+    assert log_lines(events) == ["a\rb", "c\ufffd\ufffdd", "last-no-newline"]
+    assert run["log_lines"] == 3
+
+
+def test_partial_line_is_sent_before_its_newline(client: httpx.Client, image: str) -> None:
+    script = "printf 'prompt> '; sleep 1.5; echo answer; echo next"
+    run, events = run_to_end(client, image=image, command=["sh", "-c", script])
+    logs = [e for e in events if e.type == "log"]
+    assert logs[0].data == {"stream": "stdout", "first": 1, "lines": ["prompt> "], "partial": True}
+    assert logs[1].data["first"] == 1 and logs[1].data["lines"][0] == "answer"
+    # The fragment arrived live, well before the rest of its line.
+    assert logs[1].at - logs[0].at > 0.8
+    assert log_lines(events) == ["prompt> answer", "next"]
+    assert run["log_lines"] == 2
+
+
+def test_tty_run_has_one_stream_and_no_carriage_returns(client: httpx.Client, image: str) -> None:
+    run, events = run_to_end(
+        client, image=image, command=["sh", "-c", "echo one; echo two >&2"], tty=True
+    )
+    assert {e.data["stream"] for e in events if e.type == "log"} == {"tty"}
+    assert log_lines(events) == ["one", "two"]
+    assert run["status"] == "succeeded"
+
+
+def test_non_zero_exit_is_failed(client: httpx.Client, image: str) -> None:
+    run, events = run_to_end(client, image=image, command=["sh", "-c", "echo bye; exit 3"])
+    assert run["status"] == "failed"
+    assert run["exit_code"] == 3
+    assert events[-1].data["exit_code"] == 3
+    assert run["error"] is None
+
+
+def test_oom_kill_is_reported(client: httpx.Client, image: str) -> None:
+    script = 'x=$(head -c 80000000 /dev/zero | tr "\\0" a); echo ${#x}'
+    run, events = run_to_end(client, image=image, command=["sh", "-c", script], memory="16m")
+    assert run["status"] == "failed"
+    assert run["oom_killed"] is True
+    assert events[-1].data["oom_killed"] is True
+    assert run["exit_code"] == 137
+
+
+def test_many_lines_arrive_once_each_in_order(client: httpx.Client, image: str) -> None:
+    run, events = run_to_end(client, image=image, command=["seq", "1", "200000"])
+    assert log_lines(events) == [str(i) for i in range(1, 200001)]
+    assert run["log_lines"] == 200000
+    # Fast output is batched: far fewer events than lines.
+    assert sum(1 for e in events if e.type == "log") < 2000
+
+
+def test_logs_endpoint_returns_the_text(client: httpx.Client, image: str) -> None:
+    script = "echo a; echo b >&2; printf 'c'; sleep 0.5; echo d"
+    run, _ = run_to_end(client, image=image, command=["sh", "-c", script])
+    text = client.get(run["links"]["logs"])
+    assert text.status_code == 200
+    assert text.headers["content-type"].startswith("text/plain")
+    assert text.text == "a\nb\ncd\n"
+    assert client.get(run["links"]["logs"], params={"stream": "stderr"}).text == "b\n"
+    assert client.get(run["links"]["logs"], params={"stream": "stdout"}).text == "a\ncd\n"
