@@ -316,21 +316,15 @@ class RunPipeline:
         self.record.dropped_bytes = max(0, self.record.log_bytes - self._kept_bytes)
 
     def _emit_logs(self, batches: list[LogBatch]) -> None:
-        limit = self.settings.max_log_bytes
         for batch in batches:
             if self._dropping:
                 continue
             size = sum(map(len, batch.lines)) + len(batch.lines)
-            if self._kept_bytes + size > limit:
-                self._dropping = True
-                self.events.append(
-                    EventType.NOTICE,
-                    {
-                        "message": f"output past max_log_bytes ({limit} bytes) is being dropped: "
-                        "further lines are counted but neither streamed nor kept"
-                    },
-                )
-                continue
+            if self._kept_bytes + size > self.settings.max_log_bytes:
+                batch = self._start_dropping(batch)
+                size = sum(map(len, batch.lines)) + len(batch.lines)
+                if not batch.lines:
+                    continue
             self._kept_bytes += size
             lines = batch.lines
             for start in range(0, len(lines), MAX_LINES_PER_EVENT):
@@ -346,6 +340,26 @@ class RunPipeline:
                     },
                 )
             self._kept_through = max(self._kept_through, batch.first + len(lines) - 1)
+
+    def _start_dropping(self, batch: LogBatch) -> LogBatch:
+        """Keep the whole lines of `batch` that fit under max_log_bytes; drop the rest."""
+        limit = self.settings.max_log_bytes
+        self._dropping = True
+        self.events.append(
+            EventType.NOTICE,
+            {
+                "message": f"output past max_log_bytes ({limit} bytes) is being dropped: "
+                "further lines are counted but neither streamed nor kept"
+            },
+        )
+        room = limit - self._kept_bytes
+        keep = 0
+        for line in batch.lines:
+            room -= len(line) + 1
+            if room < 0:
+                break
+            keep += 1
+        return LogBatch(batch.stream, batch.first, batch.lines[:keep], False)
 
     # -- bookkeeping ---------------------------------------------------------------
 
