@@ -106,7 +106,7 @@ def stats(runner: RunnerDep) -> dict[str, int]:
     return {
         "active_runs": runner.active,
         "queued_runs": runner.queued,
-        "subscribers": runner.subscribers.open,
+        "subscribers": runner.subscribers.open + runner.feed_subscribers.open,
         "threads": threading.active_count(),
     }
 

@@ -7,40 +7,45 @@ import asyncio
 import logging
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 from sse_starlette.sse import AppStatus
 
 from .app import create_app
+from .runner import Runner
 from .settings import Settings
 
 
 class Server(uvicorn.Server):
-    """On SIGTERM/SIGINT, first cancel runs in flight so that every subscriber
-    gets its `done`, then stop as uvicorn does."""
+    """On SIGTERM/SIGINT, first cancel the runs in flight and let their
+    subscribers receive `done`, then stop as uvicorn does. A second signal
+    stops at once."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
         super().__init__(config)
+        self.app = app
         self._draining = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        app: Any = self.config.loaded_app
-        runner = getattr(getattr(app, "state", None), "runner", None)
+        runner: Runner | None = getattr(self.app.state, "runner", None)
         if self._draining or runner is None:
             AppStatus.should_exit = True
-            super().handle_exit(sig, frame)
+            self.force_exit = self._draining
+            self.should_exit = True
             return
         self._draining = True
+        loop = asyncio.get_event_loop()
+        # Signal handlers interrupt the loop; only call_soon_threadsafe is safe here.
+        loop.call_soon_threadsafe(lambda: loop.create_task(self._drain(runner)))
 
-        async def drain() -> None:
-            try:
-                await runner.shutdown()
-            finally:
-                AppStatus.should_exit = True
-                super(Server, self).handle_exit(sig, frame)
-
-        asyncio.get_event_loop().create_task(drain())
+    async def _drain(self, runner: Runner) -> None:
+        try:
+            await runner.shutdown()
+            await runner.wait_for_subscribers(timeout=5)
+        finally:
+            AppStatus.should_exit = True
+            self.should_exit = True
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         log_level=args.log_level,
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 10,
     )
-    Server(config).run()
+    Server(config, app).run()
 
 
 if __name__ == "__main__":

@@ -67,7 +67,8 @@ class Runner:
         self._active: dict[str, ActiveRun] = {}
         self._logs: OrderedDict[str, EventLog] = OrderedDict()
         self._closing = False
-        self.subscribers = Subscribers()
+        self.subscribers = Subscribers()  # run event streams
+        self.feed_subscribers = Subscribers()  # GET /api/events
         settings.events_dir.mkdir(parents=True, exist_ok=True)
         self._workers = [
             threading.Thread(target=self._work_loop, name=f"pullrun-worker-{n}", daemon=True)
@@ -237,6 +238,12 @@ class Runner:
         for finished in waiting:
             await asyncio.to_thread(finished.wait, self.settings.shutdown_grace)
         self.feed.close()
+
+    async def wait_for_subscribers(self, timeout: float) -> None:
+        """Let run streams send what they have (their `done`) before the server stops."""
+        deadline = self._loop.time() + timeout
+        while self.subscribers.open and self._loop.time() < deadline:
+            await asyncio.sleep(0.05)
 
     def recover(self) -> list[str]:
         """After a crash: end runs left unfinished and clean up their containers."""

@@ -61,7 +61,7 @@ async def run_feed(
 ) -> EventSourceResponse:
     """`run` events for every run created or changed; `reset` when history was lost."""
     return EventSourceResponse(
-        runner.subscribers.track(runner.feed.follow(last_event_id)),
+        runner.feed_subscribers.track(runner.feed.follow(last_event_id)),
         ping=settings.keepalive,
         send_timeout=30,
     )
