@@ -23,11 +23,18 @@ def validate_reference(value: str) -> str:
         raise ValueError("must not be empty")
     if value != value.strip():
         raise ValueError("must not start or end with white space")
+    if any(c.isspace() for c in value):
+        raise ValueError("is not a valid Docker image reference: it contains white space")
     match = _REFERENCE.match(value)
     if match is None:
         if any(c.isupper() for c in value.split("/")[-1].split(":")[0]):
             raise ValueError("repository name must be lowercase")
         raise ValueError("is not a valid Docker image reference ([registry/]name[:tag][@digest])")
+    first, sep, _ = match.group("name").partition("/")
+    is_domain = "." in first or ":" in first or first == "localhost" or first.startswith("[")
+    if sep and not is_domain and not re.fullmatch(_PATH_COMPONENT, first):
+        # Not a registry host, so a path component: lowercase only (as docker decides).
+        raise ValueError("repository name must be lowercase")
     if len(match.group("name")) > _NAME_MAX:
         raise ValueError(f"repository name must be at most {_NAME_MAX} characters")
     return value

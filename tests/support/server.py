@@ -25,8 +25,9 @@ def free_port() -> int:
 class ServerProcess:
     """`pullrun serve` on 127.0.0.1 with its own data dir and settings."""
 
-    def __init__(self, data_dir: Path, **settings: Any) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, **settings: Any) -> None:
         self.data_dir = data_dir
+        self.extra_env = env or {}
         self.settings = settings
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -39,6 +40,7 @@ class ServerProcess:
         env["PULLRUN_DATA_DIR"] = str(self.data_dir)
         env["PULLRUN_PORT"] = str(self.port)
         env["PULLRUN_HOST"] = "127.0.0.1"
+        env.update(self.extra_env)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
