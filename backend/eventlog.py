@@ -160,7 +160,7 @@ class RunFeed:
         if last_event_id is None:
             return self._seq
         boot, _, seq = last_event_id.rpartition("-")
-        if boot != self.boot or not seq.isdigit():
+        if boot != self.boot or not (seq.isascii() and seq.isdigit()):
             return None
         n = int(seq)
         oldest = self._events[0][0] if self._events else self._seq + 1

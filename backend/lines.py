@@ -76,7 +76,16 @@ class LineAssembler:
             parts = [p[:-1] if p.endswith("\r") else p for p in parts]
         state.text = rest
         state.waiting_since = now if rest else None
-        return [LogBatch(stream, self._number(state, len(parts)), parts, False)]
+        batches: list[LogBatch] = []
+        if state.open_number is not None and state.open_number != self._next - 1:
+            # Lines of other streams were numbered since this line opened: its
+            # continuation goes alone, the new lines get the next numbers.
+            batches.append(LogBatch(stream, self._number(state, 1), parts[:1], False))
+            parts = parts[1:]
+            if not parts:
+                return batches
+        batches.append(LogBatch(stream, self._number(state, len(parts)), parts, False))
+        return batches
 
     def next_deadline(self) -> float | None:
         deadlines = [

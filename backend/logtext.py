@@ -25,7 +25,9 @@ def log_text(path: Path, stream: str | None = None, chunk: int = 1 << 20) -> Ite
             data = f.read(chunk)
             buf = rest + data
             blocks = buf.split(b"\n\n")
-            rest = blocks.pop() if data else b""
+            # The last piece is unfinished (an event still being written): keep
+            # it for the next read, and leave it out at the end.
+            rest = blocks.pop()
             for block in blocks:
                 start = block.find(_LOG_PREFIX)
                 if start < 0:

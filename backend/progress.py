@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-_LAYER_ID = re.compile(r"^[0-9a-f]{12}$")
+_LAYER_ID = re.compile(r"[0-9a-f]{12}")
 _DOWNLOAD_WEIGHT = 0.5
 _ALMOST_ONE = 0.999
 
@@ -56,7 +56,7 @@ class PullProgress:
         self.messages += 1
         status = str(message.get("status") or "")
         raw_id = message.get("id")
-        layer_id = raw_id if isinstance(raw_id, str) and _LAYER_ID.match(raw_id) else None
+        layer_id = raw_id if isinstance(raw_id, str) and _LAYER_ID.fullmatch(raw_id) else None
         detail = message.get("progressDetail")
         detail = detail if isinstance(detail, dict) else {}
         current = _int_or_none(detail.get("current"))
@@ -114,7 +114,13 @@ class PullProgress:
         layers = self.layers.values()
         known = [layer.total for layer in layers if layer.total]
         default_weight = sum(known) / len(known) if known else 1.0
-        weights = [(layer.total or default_weight, layer.fraction()) for layer in layers]
+        # Cached layers carry no work: counting them would pin the fraction
+        # near 1 when the engine reports them before announcing the others.
+        weights = [
+            (layer.total or default_weight, layer.fraction())
+            for layer in layers
+            if layer.state != "exists"
+        ]
         weight_sum = sum(w for w, _ in weights)
         fraction = sum(w * f for w, f in weights) / weight_sum if weight_sum else 0.0
         fraction = 1.0 if self.complete else min(fraction, _ALMOST_ONE)
