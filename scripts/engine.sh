@@ -13,6 +13,9 @@
 # socket, with its own data and exec roots under the state dir (handy for trying
 # this script next to a running engine). A tcp:// DOCKER_HOST is only reused,
 # never started. Idempotent: safe to run any number of times.
+#
+#   scripts/engine.sh stop   stops the dockerd this script started (its pidfile),
+#                            never one started some other way
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -26,18 +29,44 @@ engine_version() {
 
 where() { echo "${DOCKER_HOST:-unix:///var/run/docker.sock}"; }
 
+sock=/var/run/docker.sock
+if [[ "${DOCKER_HOST:-}" == unix://* ]]; then
+  sock="${DOCKER_HOST#unix://}"
+fi
+if [[ "$sock" == /var/run/docker.sock || "$sock" == /run/docker.sock ]]; then
+  name=dockerd
+else
+  name="dockerd-$(printf '%s' "$sock" | md5sum | cut -c1-8)"
+fi
+pidfile="$PULLRUN_STATE_DIR/$name.pid"
+logfile="$PULLRUN_STATE_DIR/$name.log"
+
+if [[ "${1:-}" == stop ]]; then
+  if pid_alive "$pidfile" dockerd; then
+    pid="$(cat "$pidfile")"
+    log "stopping dockerd pid $pid (started by this script)"
+    kill "$pid"
+    for ((i = 0; i < 30; i++)); do
+      pid_alive "$pidfile" dockerd || break
+      sleep 1
+    done
+    pid_alive "$pidfile" dockerd && die "dockerd pid $pid still running after 30s"
+  else
+    log "no dockerd started by this script is running"
+  fi
+  rm -f "$pidfile"
+  exit 0
+fi
+[[ $# -eq 0 ]] || die "usage: $0 [stop]"
+
 if v="$(engine_version)" && [[ -n "$v" ]]; then
   log "reusing the Docker engine that answers at $(where) (server $v)"
   exit 0
 fi
 
 # --- nothing answers: start our own -------------------------------------------
-sock=/var/run/docker.sock
-if [[ -n "${DOCKER_HOST:-}" ]]; then
-  case "$DOCKER_HOST" in
-    unix://*) sock="${DOCKER_HOST#unix://}" ;;
-    *) die "DOCKER_HOST=$DOCKER_HOST does not answer, and only a unix:// engine can be started here" ;;
-  esac
+if [[ -n "${DOCKER_HOST:-}" && "$DOCKER_HOST" != unix://* ]]; then
+  die "DOCKER_HOST=$DOCKER_HOST does not answer, and only a unix:// engine can be started here"
 fi
 
 is_root || die "no Docker engine answers at $(where), and starting one needs root"
@@ -57,21 +86,17 @@ if ! awk '$3 == "cgroup" || $3 == "cgroup2" { found = 1 } END { exit !found }' /
 fi
 
 args=(--bridge=none --iptables=false --ip-masq=false)
-if [[ "$sock" == /var/run/docker.sock || "$sock" == /run/docker.sock ]]; then
-  name=dockerd
+if [[ "$name" == dockerd ]]; then
   own_pidfile=/var/run/docker.pid # dockerd's own, default location
   exec_root=/var/run/docker
 else
   # A second engine beside the default one: keep everything apart.
-  name="dockerd-$(printf '%s' "$sock" | md5sum | cut -c1-8)"
   mkdir -p "$PULLRUN_STATE_DIR/$name/data" "$PULLRUN_STATE_DIR/$name/exec" "$(dirname "$sock")"
   own_pidfile="$PULLRUN_STATE_DIR/$name/docker.pid"
   exec_root="$PULLRUN_STATE_DIR/$name/exec"
   args+=(-H "unix://$sock" --data-root "$PULLRUN_STATE_DIR/$name/data"
     --exec-root "$PULLRUN_STATE_DIR/$name/exec" --pidfile "$own_pidfile")
 fi
-pidfile="$PULLRUN_STATE_DIR/$name.pid"
-logfile="$PULLRUN_STATE_DIR/$name.log"
 
 wait_engine() { # wait_engine PID PIDFILE: 0 = answers, 1 = PID died, 2 = timeout
   local pid=$1 pf=$2 i

@@ -48,13 +48,15 @@ apt_install() {
       need_update=1
     fi
   done
+  local aptlog="$PULLRUN_STATE_DIR/apt.log"
   if ((need_update)); then
-    log "apt-get update"
-    apt-get update -q >&2 || die "apt-get update failed"
+    log "apt-get update (log $aptlog)"
+    apt-get update -q >>"$aptlog" 2>&1 || { tail -n 30 "$aptlog" >&2; die "apt-get update failed"; }
   fi
-  log "apt-get install ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get install -y -q "${missing[@]}" >&2 \
-    || die "apt-get install ${missing[*]} failed"
+  log "apt-get install ${missing[*]} (log $aptlog)"
+  DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 \
+    apt-get install -y -q "${missing[@]}" </dev/null >>"$aptlog" 2>&1 \
+    || { tail -n 30 "$aptlog" >&2; die "apt-get install ${missing[*]} failed"; }
 }
 
 # pid_alive PIDFILE [COMM]: true if the pidfile names a live process (whose
