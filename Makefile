@@ -1,0 +1,54 @@
+# pullrun developer tasks. Everything runs on this machine: a Docker engine and
+# three registries on 127.0.0.1 are provisioned by scripts/ (see each script's
+# header). Debian 12 and root are assumed for installing what is missing.
+#
+#   make install     Debian packages (chromium, ...) and .venv with pip install -e '.[dev]'
+#   make provision   Docker engine + registries on 127.0.0.1:5000-5002 + test images
+#   make run         provision, then `pullrun serve` (RUN_ARGS='--port 9000', or PULLRUN_* env)
+#   make lint        ruff + mypy
+#   make test        install, provision, lint, then pytest (PYTEST_ARGS='-k pull -x')
+#   make stop        stop the registries/dockerd that the scripts started
+#   make clean       caches and test output;  make distclean  also .venv
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PYTEST_ARGS ?=
+RUN_ARGS ?=
+
+.PHONY: help install provision run lint test stop clean distclean
+
+help:
+	@sed -n 's/^#   make/  make/p' Makefile
+
+install:
+	scripts/deps.sh
+
+provision:
+	scripts/engine.sh
+	scripts/registry.sh
+	scripts/images.sh
+
+run: install provision
+	@echo "sample image: 127.0.0.1:5000/pullrun/busybox:latest"
+	$(VENV)/bin/pullrun serve $(RUN_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check backend tests
+	$(VENV)/bin/mypy
+
+test: install provision lint
+	source scripts/test-env.sh && $(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+stop:
+	scripts/registry.sh stop
+	scripts/engine.sh stop
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis tests/artifacts .pullrun-data
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info
