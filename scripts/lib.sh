@@ -53,10 +53,24 @@ apt_install() {
     log "apt-get update (log $aptlog)"
     apt-get update -q >>"$aptlog" 2>&1 || { tail -n 30 "$aptlog" >&2; die "apt-get update failed"; }
   fi
+  # Packages must not start their services (docker.io's init script would start a
+  # dockerd with default bridge networking, docker-registry one on *:5000): the
+  # scripts start what they need themselves. A policy-rc.d saying 101 ("action
+  # forbidden") does that; one already in place is left alone.
+  local policy=/usr/sbin/policy-rc.d added_policy=0 rc=0
+  if [[ ! -e "$policy" ]]; then
+    printf '#!/bin/sh\n# temporary, from pullrun scripts/lib.sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    added_policy=1
+  fi
   log "apt-get install ${missing[*]} (log $aptlog)"
   DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 \
-    apt-get install -y -q "${missing[@]}" </dev/null >>"$aptlog" 2>&1 \
-    || { tail -n 30 "$aptlog" >&2; die "apt-get install ${missing[*]} failed"; }
+    apt-get install -y -q "${missing[@]}" </dev/null >>"$aptlog" 2>&1 || rc=$?
+  ((added_policy)) && rm -f "$policy"
+  if ((rc != 0)); then
+    tail -n 30 "$aptlog" >&2
+    die "apt-get install ${missing[*]} failed"
+  fi
 }
 
 # pid_alive PIDFILE [COMM]: true if the pidfile names a live process (whose
