@@ -100,8 +100,9 @@ def test_uppercase_in_any_repository_path_component_is_named() -> None:
     assert registry_of("Org/img") == "docker.io"
     with pytest.raises(ValueError, match="lowercase"):
         validate_reference("Org/img")
-    with pytest.raises(ValueError, match="lowercase"):
-        validate_reference("localhost:5000/Org/img")
+    for ref in ("localhost:5000/Org/img", "docker.io/Library/busybox", "Org_x/img"):
+        with pytest.raises(ValueError, match="lowercase"):
+            validate_reference(ref)
 
 
 def test_tags_are_ascii_only() -> None:
