@@ -60,8 +60,16 @@ async def run_feed(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
     """`run` events for every run created or changed; `reset` when history was lost."""
+
+    async def feed() -> AsyncIterator[bytes]:
+        # A comment first: the subscriber knows at once that the feed is open,
+        # even when no run changes for a while.
+        yield b": run feed\n\n"
+        async for chunk in runner.feed.follow(last_event_id):
+            yield chunk
+
     return EventSourceResponse(
-        runner.feed_subscribers.track(runner.feed.follow(last_event_id)),
+        runner.feed_subscribers.track(feed()),
         ping=settings.keepalive,
         send_timeout=30,
     )

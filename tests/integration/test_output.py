@@ -88,7 +88,9 @@ def test_many_lines_arrive_once_each_in_order(client: httpx.Client, image: str) 
 
 
 def test_logs_endpoint_returns_the_text(client: httpx.Client, image: str) -> None:
-    script = "echo a; echo b >&2; printf 'c'; sleep 0.5; echo d"
+    # stdout and stderr are copied by separate engine goroutines: only the
+    # order within a stream is guaranteed, hence the pause between streams.
+    script = "echo a; sleep 0.2; echo b >&2; sleep 0.2; printf 'c'; sleep 0.5; echo d"
     run, _ = run_to_end(client, image=image, command=["sh", "-c", script])
     text = client.get(run["links"]["logs"])
     assert text.status_code == 200
