@@ -110,7 +110,7 @@ def test_subscriber_that_disconnects_leaves_nothing_behind(
     server: ServerProcess, client: httpx.Client, image: str
 ) -> None:
     before = client.get("/api/stats").json()
-    record = start(client, image=image, command=["sh", "-c", "while true; do echo tick; sleep 0.1; done"])
+    record = start(client, image=image, command=["sh", "-c", "trap 'exit 143' TERM; while true; do echo tick; sleep 0.1; done"])
     for _ in range(5):
         collect(client, record["links"]["events"], until="log")
     with client.stream("GET", "/api/events") as response:
