@@ -116,6 +116,7 @@ class EventLog:
     async def follow(self, after: int = 0) -> AsyncIterator[bytes]:
         """Yield the bytes of every event after id `after`, live, until `done`."""
         cursor = after
+        self.path.touch(exist_ok=True)  # a subscriber may come before the first event
         with open(self.path, "rb", buffering=0) as f:
             while True:
                 waiter = self._changed

@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .reference import validate_reference
 
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PLATFORM = re.compile(r"^[a-z0-9_]+(/[a-z0-9_]+(/[a-z0-9_.]+)?)?$")
-_MEMORY = re.compile(r"^(\d+)\s*([bkmg]?)b?$", re.IGNORECASE)
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PLATFORM = re.compile(r"[a-z0-9_]+(/[a-z0-9_]+(/[a-z0-9_.]+)?)?")
+_MEMORY = re.compile(r"(\d+)\s*([bkmg]?)b?", re.IGNORECASE | re.ASCII)
 _MEMORY_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 MIN_MEMORY = 6 * 1024 * 1024  # the engine's own minimum
 
@@ -85,7 +85,8 @@ def _split_command(value: Any) -> Any:
 class RunSpec(BaseModel):
     """What to run: the part of a request that is kept and shown."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Never echo inputs in validation errors: they may hold registry credentials.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     image: Annotated[str, Field(description="Docker image reference, e.g. `busybox:latest`.")]
     command: list[str] | None = Field(
@@ -120,7 +121,7 @@ class RunSpec(BaseModel):
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
-            if not _ENV_KEY.match(key):
+            if not _ENV_KEY.fullmatch(key):
                 raise ValueError(f"key {key!r} must match [A-Za-z_][A-Za-z0-9_]*")
         return value
 
@@ -134,19 +135,26 @@ class RunSpec(BaseModel):
     @field_validator("platform")
     @classmethod
     def _platform(cls, value: str | None) -> str | None:
-        if value is not None and not _PLATFORM.match(value):
+        if value is not None and not _PLATFORM.fullmatch(value):
             raise ValueError("must be os[/arch[/variant]], e.g. linux/amd64")
         return value
 
     @field_validator("memory", mode="before")
     @classmethod
-    def _memory(cls, value: Any) -> Any:
+    def _memory_size(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError('must be bytes or a size like "256m"')
         if isinstance(value, str):
-            match = _MEMORY.match(value.strip())
+            match = _MEMORY.fullmatch(value.strip())
             if match is None:
                 raise ValueError('must be bytes or a size like "256m" (units b, k, m, g)')
-            value = int(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()]
-        if isinstance(value, int) and not isinstance(value, bool) and value < MIN_MEMORY:
+            return int(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()]
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_minimum(cls, value: int | None) -> int | None:
+        if value is not None and value < MIN_MEMORY:
             raise ValueError(f"must be at least {MIN_MEMORY} bytes (6m)")
         return value
 

@@ -10,11 +10,25 @@ _PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _IPV6 = r"\[(?:[a-fA-F0-9:]+)\]"
 _DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|{_IPV6})(?::[0-9]+)?"
-_TAG = r"[\w][\w.-]{0,127}"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 _NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
-_REFERENCE = re.compile(rf"^(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$")
+_REFERENCE = re.compile(
+    rf"(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?", re.ASCII
+)
 _NAME_MAX = 255
+
+
+def _lower_path(value: str) -> str:
+    """`value` with its repository path lowercased (the registry host kept)."""
+    name, at, digest = value.partition("@")
+    first, sep, rest = name.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        head, rest = first + "/", rest
+    else:
+        head, rest = "", name
+    path, colon, tag = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    return head + path.lower() + colon + tag + at + digest
 
 
 def validate_reference(value: str) -> str:
@@ -25,9 +39,9 @@ def validate_reference(value: str) -> str:
         raise ValueError("must not start or end with white space")
     if any(c.isspace() for c in value):
         raise ValueError("is not a valid Docker image reference: it contains white space")
-    match = _REFERENCE.match(value)
+    match = _REFERENCE.fullmatch(value)
     if match is None:
-        if any(c.isupper() for c in value.split("/")[-1].split(":")[0]):
+        if _REFERENCE.fullmatch(_lower_path(value)):
             raise ValueError("repository name must be lowercase")
         raise ValueError("is not a valid Docker image reference ([registry/]name[:tag][@digest])")
     first, sep, _ = match.group("name").partition("/")
@@ -42,7 +56,7 @@ def validate_reference(value: str) -> str:
 
 def split_reference(value: str) -> tuple[str, str | None, str | None]:
     """(repository, tag, digest) of a validated reference."""
-    match = _REFERENCE.match(value)
+    match = _REFERENCE.fullmatch(value)
     if match is None:
         raise ValueError(f"not a valid image reference: {value!r}")
     return match.group("name"), match.group("tag"), match.group("digest")

@@ -40,7 +40,9 @@ def test_multi_layer_pull_streams_real_progress(
     assert pulls[-1]["status"].startswith("Status: Downloaded newer image")
     # The pull was read to its end before the container was created.
     types = [e.type for e in events]
-    creating = next(i for i, e in enumerate(events) if e.type == "status" and e.data["status"] == "creating")
+    creating = next(
+        i for i, e in enumerate(events) if e.type == "status" and e.data["status"] == "creating"
+    )
     assert "pull" not in types[creating:]
     assert run["pull"]["pulled"] is True and run["image_digest"].startswith("sha256:")
     assert run["durations"]["pull"] > 1.0
@@ -90,7 +92,9 @@ def test_private_registry_with_right_and_wrong_credentials(
         registry_auth={"username": auth_registry["username"], "password": "not-the-password"},
     )
     assert wrong["status"] == "error" and wrong["error"]["phase"] == "pull"
-    assert "unauthorized" in wrong["error"]["message"].lower() or "auth" in wrong["error"]["message"]
+    assert (
+        "unauthorized" in wrong["error"]["message"].lower() or "auth" in wrong["error"]["message"]
+    )
     try:
         right, right_events = run_to_end(
             client,

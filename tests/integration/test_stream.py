@@ -23,7 +23,9 @@ def raw_stream(client: httpx.Client, url: str, headers: dict[str, str] | None = 
 def test_event_ids_and_wire_format(client: httpx.Client, image: str) -> None:
     run, events = run_to_end(client, image=image, command=["echo", "x"])
     raw = raw_stream(client, run["links"]["events"])
-    body = b"".join(block + b"\n\n" for block in raw.split(b"\n\n") if block and not block.startswith(b":"))
+    body = b"".join(
+        block + b"\n\n" for block in raw.split(b"\n\n") if block and not block.startswith(b":")
+    )
     assert body.count(b"\n\n") == len(events)
     for block in body.split(b"\n\n")[:-1]:
         lines = block.split(b"\n")
@@ -91,10 +93,14 @@ def test_run_feed_streams_changes_and_resumes(client: httpx.Client, image: str) 
                 break
     assert statuses[0] == "queued" and "running" in statuses
     # Resume: what happened since last_id comes first, ending with the terminal state.
-    resumed = collect(client, "/api/events", headers={"Last-Event-ID": last_id}, until="run", limit=50, timeout=30)
+    resumed = collect(
+        client, "/api/events", headers={"Last-Event-ID": last_id}, until="run", limit=50, timeout=30
+    )
     assert resumed[0].type == "run"
     later: list[str] = []
-    with client.stream("GET", "/api/events", headers={"Last-Event-ID": last_id}, timeout=30) as response:
+    with client.stream(
+        "GET", "/api/events", headers={"Last-Event-ID": last_id}, timeout=30
+    ) as response:
         for event in iter_events(response):
             if event.data.get("id") == record["id"]:
                 later.append(event.data["status"])
@@ -110,7 +116,11 @@ def test_subscriber_that_disconnects_leaves_nothing_behind(
     server: ServerProcess, client: httpx.Client, image: str
 ) -> None:
     before = client.get("/api/stats").json()
-    record = start(client, image=image, command=["sh", "-c", "trap 'exit 143' TERM; while true; do echo tick; sleep 0.1; done"])
+    record = start(
+        client,
+        image=image,
+        command=["sh", "-c", "trap 'exit 143' TERM; while true; do echo tick; sleep 0.1; done"],
+    )
     for _ in range(5):
         collect(client, record["links"]["events"], until="log")
     with client.stream("GET", "/api/events") as response:

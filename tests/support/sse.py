@@ -35,7 +35,9 @@ def iter_events(response: httpx.Response) -> Iterator[Event]:
                 fields[name] = value
             if not fields:
                 continue
-            yield Event(fields["id"], fields["event"], orjson.loads(fields["data"]), time.monotonic())
+            yield Event(
+                fields["id"], fields["event"], orjson.loads(fields["data"]), time.monotonic()
+            )
     assert buf.strip(b"\r\n") == b"" or buf.startswith(b":"), f"unterminated event at EOF: {buf!r}"
 
 
