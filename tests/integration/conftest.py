@@ -9,14 +9,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import docker
 import httpx
 import pytest
 
 from tests.support.server import ServerProcess
-
 
 pytestmark = pytest.mark.integration
 

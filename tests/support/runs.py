@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import docker
@@ -11,10 +12,8 @@ from tests.support.sse import Event, collect
 
 
 def remove_image(api: docker.APIClient, ref: str) -> None:
-    try:
+    with contextlib.suppress(docker.errors.NotFound):
         api.remove_image(ref, force=True)
-    except docker.errors.NotFound:
-        pass
 
 
 def start(client: httpx.Client, **body: Any) -> dict[str, Any]:
