@@ -90,7 +90,7 @@ class RunPipeline:
     def _stop_container_async(self, container_id: str) -> None:
         """SIGTERM, grace, SIGKILL on a separate client, so the reader keeps reading."""
         with self._lock:
-            if self._stopper is not None:
+            if self._stopper is not None and self._stopper.is_alive():
                 return
 
             def stop() -> None:
@@ -164,18 +164,25 @@ class RunPipeline:
         except Exception as exc:
             raise PipelineError("start", engine_message(exc)) from exc
         try:
+            self._check_canceled()
             try:
                 engine.start(container_id)
             except Exception as exc:
                 raise PipelineError("start", engine_message(exc)) from exc
+            if self._cancel_reason is not None:  # canceled while it was starting
+                stopper = self._stopper
+                if stopper is not None:
+                    stopper.join()  # it stopped a container not yet running: quick
+                self._stop_container_async(container_id)
+                if self._stopper is not None:
+                    self._stopper.join()
+                raise Canceled(self._cancel_reason)
             self.record.started_at = now_rfc3339()
             self._enter("run", RunStatus.RUNNING)
             timeout = spec.timeout or self.settings.default_timeout
             timer = threading.Timer(timeout, self._on_timeout, args=(container_id,))
             timer.daemon = True
             timer.start()
-            if self._cancel_reason is not None:  # canceled between start and here
-                self._stop_container_async(container_id)
             try:
                 self._relay_output(output, tty=spec.tty)
                 exit_code, wait_error = engine.wait(container_id)

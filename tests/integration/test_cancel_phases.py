@@ -1,0 +1,98 @@
+"""Cancel lands in create and in start: the real engine and server, with a
+gate that holds the pipeline just before the engine call of that phase."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+import uvicorn
+
+from backend.app import create_app
+from backend.engine import DockerEngine
+from backend.settings import Settings
+from tests.support.runs import containers_of, start
+from tests.support.server import free_port
+from tests.support.sse import collect
+
+SLEEPER = ["sh", "-c", "trap 'exit 143' TERM; echo started; sleep 60 & wait"]
+
+
+class Gate:
+    def __init__(self) -> None:
+        self.phase = ""
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def hold(self, phase: str) -> None:
+        if phase == self.phase:
+            self.reached.set()
+            assert self.release.wait(30)
+
+
+def gated_engine(gate: Gate) -> type[DockerEngine]:
+    class GatedEngine(DockerEngine):
+        def create(self, run_id: str, spec: Any, name: str | None = None) -> str:
+            gate.hold("create")
+            return super().create(run_id, spec, name)
+
+        def start(self, container_id: str) -> None:
+            gate.hold("start")
+            super().start(container_id)
+
+    return GatedEngine
+
+
+@pytest.fixture
+def gated(tmp_path: Path) -> Iterator[tuple[Gate, httpx.Client]]:
+    gate = Gate()
+    settings = Settings(data_dir=tmp_path / "data", port=free_port())
+    app = create_app(settings, engine_factory=gated_engine(gate))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{settings.port}"
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.02)
+    with httpx.Client(base_url=base, timeout=30) as client:
+        yield gate, client
+    gate.release.set()
+    server.should_exit = True
+    thread.join(30)
+
+
+@pytest.mark.parametrize("phase", ["create", "start"])
+def test_cancel_in_phase(
+    gated: tuple[Gate, httpx.Client], phase: str, image: str, docker_api: docker.APIClient
+) -> None:
+    gate, client = gated
+    gate.phase = phase
+    record = start(client, image=image, command=SLEEPER)
+    assert gate.reached.wait(30)
+    assert (
+        client.get(record["links"]["self"]).json()["status"]
+        == {
+            "create": "creating",
+            "start": "starting",
+        }[phase]
+    )
+    assert client.post(f"/api/runs/{record['id']}/cancel").status_code == 202
+    gate.release.set()
+    started = time.monotonic()
+    events = collect(client, record["links"]["events"], timeout=60)
+    assert time.monotonic() - started < 8, "the container ran on after the cancel"
+    done = events[-1].data
+    assert done["status"] == "canceled"
+    assert done["error"] == {"phase": phase, "message": "canceled by request"}
+    assert not [e for e in events if e.type == "status" and e.data["status"] == "running"]
+    assert containers_of(docker_api, record["id"]) == []
