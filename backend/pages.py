@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from .deps import RunnerDep
+from .snapshot import build_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=str(ROOT / "templates"))
@@ -23,6 +24,15 @@ def index(request: Request, runner: RunnerDep) -> HTMLResponse:
     )
 
 
+TAIL_LINES = 1000
+
+
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(request: Request, run_id: str, runner: RunnerDep) -> HTMLResponse:
-    return templates.TemplateResponse(request, "run.html", {"run": runner.get(run_id)})
+    run = runner.get(run_id)
+    snapshot = build_snapshot(
+        runner.settings.events_dir / f"{run_id}.events", tail_lines=TAIL_LINES
+    )
+    return templates.TemplateResponse(
+        request, "run.html", {"run": run, "snapshot": snapshot.as_dict()}
+    )
