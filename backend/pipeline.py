@@ -29,6 +29,21 @@ MAX_LINES_PER_EVENT = 5000
 EngineFactory = Callable[[], DockerEngine]
 
 
+def done_data(record: RunPublic) -> dict[str, Any]:
+    """The `done` event of a finished record (docs/api.md)."""
+    return {
+        "status": record.status.value,
+        "exit_code": record.exit_code,
+        "oom_killed": record.oom_killed,
+        "error": record.error.model_dump() if record.error else None,
+        "durations": record.durations.model_dump(),
+        "log_lines": record.log_lines,
+        "log_bytes": record.log_bytes,
+        "dropped_lines": record.dropped_lines,
+        "dropped_bytes": record.dropped_bytes,
+    }
+
+
 class Canceled(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -417,17 +432,6 @@ class RunPipeline:
         record.status = status
         record.error = error
         record.finished_at = now_rfc3339()
-        done = {
-            "status": status.value,
-            "exit_code": record.exit_code,
-            "oom_killed": record.oom_killed,
-            "error": error.model_dump() if error else None,
-            "durations": record.durations.model_dump(),
-            "log_lines": record.log_lines,
-            "log_bytes": record.log_bytes,
-            "dropped_lines": record.dropped_lines,
-            "dropped_bytes": record.dropped_bytes,
-        }
         record.last_event_id = self.events.last_id + 1
         self._save(record)
-        self.events.append(EventType.DONE, done)
+        self.events.append(EventType.DONE, done_data(record))

@@ -16,7 +16,7 @@ from .errors import Conflict, NotFound, QueueFull, ShuttingDown
 from .eventlog import EventLog, RunFeed, Subscribers
 from .events import EventType, now_rfc3339
 from .models import RunCreate, RunError, RunLinks, RunPublic, RunSpec, RunStatus
-from .pipeline import EngineFactory, RunPipeline
+from .pipeline import EngineFactory, RunPipeline, done_data
 from .settings import Settings
 from .store import RunStore
 
@@ -260,20 +260,7 @@ class Runner:
             if not events.finished:
                 record.last_event_id = events.last_id + 1
                 self.store.save(record)
-                events.append(
-                    EventType.DONE,
-                    {
-                        "status": record.status.value,
-                        "exit_code": None,
-                        "oom_killed": False,
-                        "error": record.error.model_dump(),
-                        "durations": record.durations.model_dump(),
-                        "log_lines": record.log_lines,
-                        "log_bytes": record.log_bytes,
-                        "dropped_lines": record.dropped_lines,
-                        "dropped_bytes": record.dropped_bytes,
-                    },
-                )
+                events.append(EventType.DONE, done_data(record))
             else:
                 self.store.save(record)
             events.close()
