@@ -4,6 +4,7 @@ global feed, and subscribers that go away."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 
@@ -141,3 +142,38 @@ def test_subscriber_that_disconnects_leaves_nothing_behind(
         time.sleep(0.1)
     assert stats["active_runs"] == 0
     assert stats["threads"] <= before["threads"], (before, stats)
+
+
+def test_a_subscriber_that_never_reads_does_not_slow_the_run(
+    client: httpx.Client, server: ServerProcess, image: str
+) -> None:
+    import socket
+
+    record = start(client, image=image, command=["sh", "-c", "sleep 0.5; seq 1 300000"])
+    stuck = socket.create_connection(("127.0.0.1", server.port))
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.sendall(f"GET {record['links']['events']} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    try:
+        started = time.monotonic()
+        events = collect(client, record["links"]["events"], timeout=60)
+        elapsed = time.monotonic() - started
+        assert events[-1].data["status"] == "succeeded"
+        assert log_lines(events) == [str(i) for i in range(1, 300001)]
+        assert elapsed < 20, elapsed
+    finally:
+        stuck.close()
+
+
+def test_keepalive_comments_on_a_quiet_stream(tmp_path: Path, image: str) -> None:
+    with (
+        ServerProcess(tmp_path / "data", keepalive=0.5) as server,
+        httpx.Client(base_url=server.base_url) as client,
+    ):
+        record = start(client, image=image, command=["sleep", "3"])
+        comments = 0
+        with client.stream("GET", record["links"]["events"], timeout=30) as response:
+            for chunk in response.iter_raw():
+                comments += chunk.count(b": ping")
+                if b"event: done" in chunk:
+                    break
+        assert comments >= 3
