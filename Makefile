@@ -7,6 +7,7 @@
 #   make run         provision, then `pullrun serve` (RUN_ARGS='--port 9000', or PULLRUN_* env)
 #   make lint        ruff + mypy
 #   make test        install, provision, lint, then pytest (PYTEST_ARGS='-k pull -x')
+#   make bench       install, provision, then the benchmarks against the docker CLI (BENCH_ARGS='1 3 --quick')
 #   make stop        stop the registries/dockerd that the scripts started
 #   make clean       caches and test output;  make distclean  also .venv
 
@@ -17,8 +18,9 @@ SHELL := /bin/bash
 VENV := .venv
 PYTEST_ARGS ?=
 RUN_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: help install provision run lint test stop clean distclean
+.PHONY: help install provision run lint test bench stop clean distclean
 
 help:
 	@sed -n 's/^#   make/  make/p' Makefile
@@ -41,6 +43,9 @@ lint: install
 
 test: install provision lint
 	source scripts/test-env.sh && $(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+bench: install provision
+	source scripts/test-env.sh && $(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 stop:
 	scripts/registry.sh stop

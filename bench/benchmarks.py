@@ -1,0 +1,517 @@
+"""The eight benchmarks of issue 4. Each returns its table row(s)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .driver import (
+    BenchError,
+    ClientProcess,
+    Row,
+    alternate,
+    bench_server,
+    cpu_seconds,
+    docker,
+    docker_quiet,
+    log,
+    median,
+    mib,
+    proc_status,
+    seconds,
+)
+
+IMAGE = "pullrun/busybox:base"  # present locally: no pull on either side
+REGISTRY = os.environ.get("PULLRUN_TEST_REGISTRY", "127.0.0.1:5000")
+LAYERS = "pullrun/layers:latest"  # busybox + 3 random layers of 3, 2, 1 MiB
+SEQ = 1_000_000
+SEQ_BYTES = sum(len(str(i)) + 1 for i in range(1, SEQ + 1))  # 6,888,896: `seq 1 1000000 | wc -c`
+PROXY_RATE = 4 << 20  # bytes/s through the throttling proxy (benchmark 6)
+HISTORY = 10_000  # finished runs in the store (benchmark 7)
+
+
+@dataclass
+class Config:
+    quick: bool = False
+    profile: Path | None = None
+
+    def reps(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+
+def _seq_run() -> dict[str, Any]:
+    return {"image": IMAGE, "command": ["seq", "1", str(SEQ)]}
+
+
+def _check_seq_done(result: dict[str, Any]) -> None:
+    done = result["parser"]["done"]
+    if done["status"] != "succeeded" or done["log_lines"] != SEQ or done["dropped_lines"]:
+        raise BenchError(f"run {result['run_id']} ended {done}")
+
+
+# -- 1 ---------------------------------------------------------------------------------
+
+
+def relay(cfg: Config) -> list[Row]:
+    reps = cfg.reps(5, 2)
+    cpu: list[float] = []
+    with bench_server("1", profile=cfg.profile) as server, ClientProcess() as client:
+
+        def a() -> float:
+            c0 = cpu_seconds(server.pid)
+            result = client.call("run", base=server.base_url, body=_seq_run(), clients=1, seq=SEQ)
+            cpu.append(cpu_seconds(server.pid) - c0)
+            _check_seq_done(result)
+            return float(result["elapsed"])
+
+        def b() -> float:
+            return docker("run", "--rm", IMAGE, "seq", "1", str(SEQ))[0]
+
+        samples_a, samples_b = alternate(a, b, reps, label="relay")
+    ma, mb = median(samples_a), median(samples_b)
+    ratio = ma / mb
+    return [
+        Row(
+            "1",
+            "relay: 1,000,000 lines, POST to done at 1 parsing subscriber",
+            seconds(ma),
+            seconds(mb) + " (docker run, >/dev/null)",
+            f"{ratio:.2f}",
+            "<= 1.25; every line once, in order",
+            ratio <= 1.25,
+            {"pullrun": samples_a, "reference": samples_b, "server_cpu": cpu},
+        )
+    ]
+
+
+# -- 2 ---------------------------------------------------------------------------------
+
+
+def fanout(cfg: Config) -> list[Row]:
+    reps = cfg.reps(3, 1)
+    subscribers = 100
+    cpu: dict[int, list[float]] = {subscribers: [], 1: []}
+    with bench_server("2", profile=cfg.profile) as server, ClientProcess() as client:
+
+        def run(clients: int) -> Callable[[], float]:
+            def go() -> float:
+                c0 = cpu_seconds(server.pid)
+                result = client.call(
+                    "run", base=server.base_url, body=_seq_run(), clients=clients, seq=SEQ
+                )
+                cpu[clients].append(cpu_seconds(server.pid) - c0)
+                _check_seq_done(result)
+                return float(result["elapsed"])
+
+            return go
+
+        samples_a, samples_b = alternate(run(subscribers), run(1), reps, label="fan-out")
+        status = proc_status(server.pid)
+    ma, mb = median(samples_a), median(samples_b)
+    ratio = ma / mb
+    peak = status["VmHWM"]
+    return [
+        Row(
+            "2",
+            f"fan-out: the same run, {subscribers} subscribers (all get every line)",
+            seconds(ma),
+            seconds(mb) + " (benchmark 1, 1 subscriber)",
+            f"{ratio:.2f}",
+            "<= 2.0",
+            ratio <= 2.0,
+            {"pullrun": samples_a, "reference": samples_b, "server_cpu": cpu},
+        ),
+        Row(
+            "2",
+            "fan-out: server peak RSS (VmHWM)",
+            mib(peak),
+            "-",
+            "-",
+            "<= 300 MiB",
+            peak <= 300 << 20,
+            {"status": status},
+        ),
+    ]
+
+
+# -- 3 ---------------------------------------------------------------------------------
+
+
+def latency(cfg: Config) -> list[Row]:
+    reps = cfg.reps(15, 5)
+    body = {"image": IMAGE, "command": ["echo", "hello"]}
+    with bench_server("3", profile=cfg.profile) as server, ClientProcess() as client:
+
+        def a() -> float:
+            result = client.call("run", base=server.base_url, body=body, expect=["hello"])
+            if result["parser"]["done"]["status"] != "succeeded":
+                raise BenchError(f"echo hello ended {result['parser']['done']}")
+            return float(result["elapsed"])
+
+        def b() -> float:
+            elapsed, _, out = docker("run", "--rm", IMAGE, "echo", "hello", stdout=subprocess.PIPE)
+            if out != b"hello\n":
+                raise BenchError(f"docker run printed {out!r}")
+            return elapsed
+
+        samples_a, samples_b = alternate(a, b, reps, warmup=2, label="latency")
+    ma, mb = median(samples_a), median(samples_b)
+    overhead = ma - mb
+    return [
+        Row(
+            "3",
+            "short run: echo hello, POST to done",
+            seconds(ma),
+            seconds(mb) + " (docker run)",
+            f"{ma / mb:.2f} ({overhead * 1000:+.0f} ms)",
+            "overhead <= 100 ms",
+            overhead <= 0.1,
+            {"pullrun": samples_a, "reference": samples_b},
+        )
+    ]
+
+
+# -- 4 ---------------------------------------------------------------------------------
+
+
+def concurrency(cfg: Config) -> list[Row]:
+    reps = cfg.reps(3, 1)
+    count, width = 50, 16
+    body = {"image": IMAGE, "command": ["echo", "hello"]}
+    with (
+        bench_server("4", profile=cfg.profile, max_concurrent_runs=width) as server,
+        ClientProcess() as client,
+    ):
+
+        def a() -> float:
+            result = client.call(
+                "many", base=server.base_url, body=body, count=count, expect=["hello"]
+            )
+            return float(result["elapsed"])
+
+        def one(_: int) -> bytes:
+            return docker("run", "--rm", IMAGE, "echo", "hello", stdout=subprocess.PIPE)[2]
+
+        def b() -> float:
+            t0 = time.monotonic()
+            with ThreadPoolExecutor(width) as pool:
+                outputs = list(pool.map(one, range(count)))
+            elapsed = time.monotonic() - t0
+            bad = [o for o in outputs if o != b"hello\n"]
+            if bad:
+                raise BenchError(f"{len(bad)} docker runs printed {bad[0]!r}")
+            return elapsed
+
+        samples_a, samples_b = alternate(a, b, reps, label="concurrency")
+    ma, mb = median(samples_a), median(samples_b)
+    ratio = ma / mb
+    return [
+        Row(
+            "4",
+            f"concurrency: {count} echo runs at once (max_concurrent_runs {width})",
+            seconds(ma),
+            seconds(mb) + f" ({count} docker run, {width} at a time)",
+            f"{ratio:.2f}",
+            "<= 1.5; no errors",
+            ratio <= 1.5,
+            {"pullrun": samples_a, "reference": samples_b},
+        )
+    ]
+
+
+# -- 5 ---------------------------------------------------------------------------------
+
+
+def replay(cfg: Config) -> list[Row]:
+    reps = cfg.reps(10, 3)
+    with bench_server("5", profile=cfg.profile) as server, ClientProcess() as client:
+        result = client.call("run", base=server.base_url, body=_seq_run(), clients=1, seq=SEQ)
+        _check_seq_done(result)
+        run_id = result["run_id"]
+        path = server.data_dir / "events" / f"{run_id}.events"
+        size = path.stat().st_size
+
+        def a() -> float:
+            got = client.call("replay", base=server.base_url, run_id=run_id)
+            if (got["crc"], got["nbytes"]) != (result["parser"]["crc"], size):
+                raise BenchError("the replay differs from the live stream or the file")
+            return float(got["elapsed"])
+
+        def b() -> float:
+            got = client.call("cat", path=str(path))
+            if (got["crc"], got["nbytes"]) != (result["parser"]["crc"], size):
+                raise BenchError("cat of the event file differs from the live stream")
+            return float(got["elapsed"])
+
+        samples_a, samples_b = alternate(a, b, reps, label="replay")
+    ma, mb = median(samples_a), median(samples_b)
+    ratio = ma / mb
+    return [
+        Row(
+            "5",
+            f"replay: late subscriber reads a finished 1M-line run ({mib(size)})",
+            seconds(ma),
+            seconds(mb) + " (cat of the event file into a pipe)",
+            f"{ratio:.2f}",
+            "<= 3",
+            ratio <= 3,
+            {"pullrun": samples_a, "reference": samples_b, "bytes": size},
+        )
+    ]
+
+
+# -- 6 ---------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_proxy(rate: int) -> tuple[subprocess.Popen[bytes], str]:
+    """tests/support/throttle_proxy.py in a process of its own, in front of :5000."""
+    from tests.support.server import ROOT
+
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "tests/support/throttle_proxy.py"),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--target",
+            REGISTRY,
+            "--rate",
+            str(rate),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    raise BenchError("the throttling proxy did not start")
+
+
+def pull(cfg: Config) -> list[Row]:
+    reps = cfg.reps(3, 1)
+    proxy, address = _start_proxy(PROXY_RATE)
+    image = f"{address}/{LAYERS}"
+    try:
+        docker_quiet("rmi", "-f", image)
+        with bench_server("6", profile=cfg.profile) as server, ClientProcess() as client:
+            body = {"image": image, "pull": "always", "command": ["true"]}
+
+            def a() -> float:
+                result = client.call("pull", base=server.base_url, body=body)
+                docker_quiet("rmi", "-f", image)
+                return float(result["elapsed"])
+
+            def b() -> float:
+                elapsed = docker("pull", image)[0]
+                docker_quiet("rmi", "-f", image)
+                return elapsed
+
+            samples_a, samples_b = alternate(a, b, reps, label="pull")
+    finally:
+        docker_quiet("rmi", "-f", image)
+        proxy.terminate()
+        proxy.wait(10)
+    ma, mb = median(samples_a), median(samples_b)
+    ratio = ma / mb
+    return [
+        Row(
+            "6",
+            f"pull relay: 3 layers (6 MiB) via a {PROXY_RATE >> 20} MiB/s proxy, "
+            "POST to last layer complete",
+            seconds(ma),
+            seconds(mb) + " (docker pull, same proxy)",
+            f"{ratio:.2f}",
+            "<= 1.1",
+            ratio <= 1.1,
+            {"pullrun": samples_a, "reference": samples_b},
+        )
+    ]
+
+
+# -- 7 ---------------------------------------------------------------------------------
+
+
+def _seed_history(data_dir: Path, template: dict[str, Any], events: bytes, count: int) -> float:
+    """`count` finished runs cloned from a real one, written through RunStore.
+
+    Each clone gets its own id, links, timestamps and a copy of the real
+    run's (tiny) event file; one in ten is `failed` so status filters have
+    something to find.
+    """
+    from backend.models import RunPublic
+    from backend.store import RunStore
+
+    t0 = time.monotonic()
+    store = RunStore(data_dir / "pullrun.db")
+    events_dir = data_dir / "events"
+    try:
+        for n in range(count):
+            run_id = secrets.token_hex(6)
+            clone = dict(template)
+            clone.update(
+                id=run_id,
+                container_id=secrets.token_hex(32),
+                links={
+                    "self": f"/api/runs/{run_id}",
+                    "events": f"/api/runs/{run_id}/events",
+                    "logs": f"/api/runs/{run_id}/logs",
+                    "page": f"/runs/{run_id}",
+                },
+            )
+            if n % 10 == 9:
+                clone.update(status="failed", exit_code=1)
+            store.insert(RunPublic.model_validate(clone))
+            (events_dir / f"{run_id}.events").write_bytes(events)
+    finally:
+        store.close()
+    return time.monotonic() - t0
+
+
+def _p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[94]
+
+
+def history(cfg: Config) -> list[Row]:
+    requests = cfg.reps(300, 100)
+    root = Path(tempfile.mkdtemp(prefix="pullrun-bench-7-"))
+    data_dir = root / "data"
+    rows: list[Row] = []
+    try:
+        # One real run gives the record and event file the history is cloned from.
+        with bench_server("7-seed", data_dir=data_dir) as server, ClientProcess() as client:
+            body = {"image": IMAGE, "command": ["echo", "hello"]}
+            result = client.call("run", base=server.base_url, body=body, expect=["hello"])
+            run_id = result["run_id"]
+            got = client.call("get", base=server.base_url, path=f"/api/runs/{run_id}", count=1)
+        del got
+        import orjson
+
+        from backend.store import RunStore
+
+        store = RunStore(data_dir / "pullrun.db")
+        record = store.get(run_id)
+        store.close()
+        assert record is not None
+        events = (data_dir / "events" / f"{run_id}.events").read_bytes()
+        seeded = _seed_history(
+            data_dir,
+            orjson.loads(orjson.dumps(record.model_dump(mode="json"))),
+            events,
+            HISTORY - 1,
+        )
+        log(f"  history: {HISTORY - 1} runs written through RunStore in {seeded:.1f} s")
+
+        with (
+            bench_server("7", data_dir=data_dir, profile=cfg.profile) as server,
+            ClientProcess() as client,
+        ):
+            time.sleep(1.0)
+            idle_start = proc_status(server.pid)
+            latencies: dict[str, list[float]] = {}
+            for path in ("/api/runs", "/"):
+                client.call("get", base=server.base_url, path=path, count=20)  # warm-up
+                got = client.call("get", base=server.base_url, path=path, count=requests)
+                latencies[path] = got["latencies"]
+                log(
+                    f"  history: GET {path} median {median(got['latencies']) * 1000:.1f} ms, "
+                    f"p95 {_p95(got['latencies']) * 1000:.1f} ms, {got['bytes']} bytes"
+                )
+            listing = client.call("get", base=server.base_url, path="/api/runs?limit=500", count=1)
+            time.sleep(1.0)
+            idle_end = proc_status(server.pid)
+            del listing
+        idle = max(idle_start["VmRSS"], idle_end["VmRSS"])
+        rows.append(
+            Row(
+                "7",
+                f"idle server RSS ({HISTORY:,} runs in the store)",
+                mib(idle),
+                "-",
+                "-",
+                "<= 120 MiB",
+                idle <= 120 << 20,
+                {"at_start": idle_start, "after_requests": idle_end},
+            )
+        )
+        for path, what in (("/api/runs", "GET /api/runs (50 newest)"), ("/", "GET / (dashboard)")):
+            p95 = _p95(latencies[path])
+            rows.append(
+                Row(
+                    "7",
+                    f"history: {what}, p95 of {requests}, {HISTORY:,} runs",
+                    f"{p95 * 1000:.1f} ms",
+                    "-",
+                    "-",
+                    "p95 <= 50 ms",
+                    p95 <= 0.05,
+                    {"latencies": latencies[path]},
+                )
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return rows
+
+
+# -- 8 ---------------------------------------------------------------------------------
+
+
+def storage(cfg: Config) -> list[Row]:
+    runs = cfg.reps(2, 1)
+    sizes: list[int] = []
+    with bench_server("8", profile=cfg.profile) as server, ClientProcess() as client:
+        for _ in range(runs):
+            result = client.call("run", base=server.base_url, body=_seq_run(), clients=1, seq=SEQ)
+            _check_seq_done(result)
+            stat = (server.data_dir / "events" / f"{result['run_id']}.events").stat()
+            sizes.append(max(stat.st_size, stat.st_blocks * 512))
+    on_disk = statistics.median(sizes)
+    ratio = on_disk / SEQ_BYTES
+    return [
+        Row(
+            "8",
+            "log store: event file of a 1,000,000-line run",
+            mib(on_disk),
+            mib(SEQ_BYTES) + " (raw text)",
+            f"{ratio:.2f}",
+            "<= 2.5",
+            ratio <= 2.5,
+            {"sizes": sizes},
+        )
+    ]
+
+
+BENCHMARKS: dict[str, Callable[[Config], list[Row]]] = {
+    "1": relay,
+    "2": fanout,
+    "3": latency,
+    "4": concurrency,
+    "5": replay,
+    "6": pull,
+    "7": history,
+    "8": storage,
+}
