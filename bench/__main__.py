@@ -15,6 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
+from . import driver
 from .benchmarks import BENCHMARKS, Config
 from .driver import BenchError, Row, format_table, log, machine
 
@@ -31,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="record the server with py-spy into DIR/<benchmark>.txt",
     )
+    parser.add_argument(
+        "--server-root",
+        type=Path,
+        metavar="DIR",
+        help="run the server from this source tree (e.g. `git archive` of another commit)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     parser.add_argument("--markdown", action="store_true", help="print the final table as markdown")
     args = parser.parse_args(argv)
@@ -39,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no benchmark {', '.join(unknown)} (there are {', '.join(BENCHMARKS)})")
     numbers = args.numbers or list(BENCHMARKS)
     cfg = Config(quick=args.quick, profile=args.profile)
+    if args.server_root is not None:
+        driver.SERVER_ROOT = args.server_root.resolve()
+        log(f"server from {driver.SERVER_ROOT}")
 
     info = machine()
     log("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
