@@ -8,6 +8,7 @@ subscribers are cursors (the last event id they have) that read the file.
 from __future__ import annotations
 
 import asyncio
+import mmap
 import os
 import threading
 from array import array
@@ -20,6 +21,42 @@ from typing import Any
 from .events import EventType, encode_event
 
 READ_CHUNK = 1 << 20
+
+
+def _index(data: mmap.mmap, ends: array[int]) -> tuple[int, bytes]:
+    """Append to `ends` where each whole event of `data` ends.
+
+    Returns (end of the last whole event, its type). Our events are exactly
+    three lines and a blank line (events.encode_event), so three one-byte
+    searches (memchr) find an event's end; a search for the blank line would step
+    through the data line byte by byte, ~10x slower. Anything else falls back
+    to that general search.
+    """
+    size = len(data)
+    find = data.find
+    pos = 0
+    last_type = b""
+    while pos < size:
+        id_end = find(b"\n", pos)
+        type_end = find(b"\n", id_end + 1) if id_end >= 0 else -1
+        data_end = find(b"\n", type_end + 1) if type_end >= 0 else -1
+        if (
+            type_end + 1 < data_end < size - 1
+            and data[data_end + 1] == 0x0A
+            and data[id_end + 1 : id_end + 8] == b"event: "
+        ):
+            end = data_end + 2
+            last_type = data[id_end + 8 : type_end]
+        else:
+            blank = find(b"\n\n", pos)
+            if blank < 0:
+                break  # a torn final write
+            type_start = find(b"\nevent: ", pos, blank) + 8
+            last_type = data[type_start : find(b"\n", type_start)]
+            end = blank + 2
+        ends.append(end)
+        pos = end
+    return pos, last_type
 
 
 class EventLog:
@@ -36,22 +73,22 @@ class EventLog:
 
     @classmethod
     def load(cls, path: Path, loop: asyncio.AbstractEventLoop) -> EventLog:
-        """Index an existing file (after a restart)."""
+        """Index an existing file (after a restart, or for a finished run)."""
         log = cls(path, loop)
-        data = path.read_bytes() if path.exists() else b""
-        pos = 0
-        last_type = b""
-        while pos < len(data):
-            end = data.find(b"\n\n", pos)
-            if end < 0:
-                break  # a torn final write from a crash: ignore it
-            type_start = data.find(b"\nevent: ", pos, end) + 8
-            last_type = data[type_start : data.find(b"\n", type_start)]
-            pos = end + 2
-            log._ends.append(pos)
-        if pos < len(data):
-            with open(path, "r+b") as f:
-                f.truncate(pos)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            return log
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return log
+            # mmap: the page cache is scanned in place, no copy of the file.
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                pos, last_type = _index(data, log._ends)
+        if pos < size:  # a torn final write from a crash: drop it
+            with open(path, "r+b") as torn:
+                torn.truncate(pos)
         log.finished = last_type == EventType.DONE.encode()
         return log
 
