@@ -1,0 +1,224 @@
+// One log line as a terminal would show it, written into an element as TEXT.
+//
+// - SGR (ESC [ ... m) colours and attributes become spans with classes
+//   (fg-N / bg-N for the 16 basic colours, sgr-bold, sgr-dim, sgr-italic,
+//   sgr-underline, sgr-strike, sgr-inverse); 256-colour and true-colour values
+//   become an inline colour set through the style property, never markup.
+// - "\r" returns to the start of the line and later text overwrites earlier
+//   text, "\b" steps back, ESC [ K erases, ESC [ G/C/D move the cursor; other
+//   escape sequences and control characters are dropped.
+// - The attribute state carries over from line to line of the same stream,
+//   as in a terminal: renderLine returns the state at the end of the line.
+
+export const PLAIN = Object.freeze({
+  fg: null, bg: null, bold: false, dim: false, italic: false, underline: false,
+  strike: false, inverse: false,
+});
+
+// Anything that needs more than "append the text": ESC, CR, BS, other C0, DEL.
+const SPECIAL = /[\x00-\x08\x0a-\x1f\x7f]/;
+
+function isPlain(s) {
+  return s === PLAIN || (s.fg === null && s.bg === null && !s.bold && !s.dim && !s.italic
+    && !s.underline && !s.strike && !s.inverse);
+}
+
+const CUBE = [0, 95, 135, 175, 215, 255];
+function color256(n) {
+  if (n < 16) return n;
+  if (n < 232) {
+    const i = n - 16;
+    return `rgb(${CUBE[Math.floor(i / 36)]}, ${CUBE[Math.floor(i / 6) % 6]}, ${CUBE[i % 6]})`;
+  }
+  const g = 8 + (n - 232) * 10;
+  return `rgb(${g}, ${g}, ${g})`;
+}
+
+// Apply one SGR parameter list ("1;31", "38;5;208", "") to a state.
+export function applySgr(state, params) {
+  const s = { ...state };
+  const codes = params === "" ? [0] : params.split(/[;:]/).map((p) => (p === "" ? 0 : Number(p)));
+  for (let i = 0; i < codes.length; i++) {
+    const c = codes[i];
+    if (c === 0) Object.assign(s, PLAIN);
+    else if (c === 1) s.bold = true;
+    else if (c === 2) s.dim = true;
+    else if (c === 3) s.italic = true;
+    else if (c === 4) s.underline = true;
+    else if (c === 7) s.inverse = true;
+    else if (c === 9) s.strike = true;
+    else if (c === 21 || c === 22) { s.bold = false; s.dim = false; }
+    else if (c === 23) s.italic = false;
+    else if (c === 24) s.underline = false;
+    else if (c === 27) s.inverse = false;
+    else if (c === 29) s.strike = false;
+    else if (c >= 30 && c <= 37) s.fg = c - 30;
+    else if (c === 39) s.fg = null;
+    else if (c >= 40 && c <= 47) s.bg = c - 40;
+    else if (c === 49) s.bg = null;
+    else if (c >= 90 && c <= 97) s.fg = c - 90 + 8;
+    else if (c >= 100 && c <= 107) s.bg = c - 100 + 8;
+    else if (c === 38 || c === 48) {
+      let value = null;
+      if (codes[i + 1] === 5 && i + 2 < codes.length) {
+        value = color256(Math.min(255, Math.max(0, codes[i + 2] | 0)));
+        i += 2;
+      } else if (codes[i + 1] === 2 && i + 4 < codes.length) {
+        const [r, g, b] = codes.slice(i + 2, i + 5).map((v) => Math.min(255, Math.max(0, v | 0)));
+        value = `rgb(${r}, ${g}, ${b})`;
+        i += 4;
+      } else {
+        break; // malformed: ignore the rest
+      }
+      if (c === 38) s.fg = value;
+      else s.bg = value;
+    }
+  }
+  return isPlain(s) ? PLAIN : s;
+}
+
+function styledNode(text, s) {
+  if (isPlain(s)) return document.createTextNode(text);
+  const span = document.createElement("span");
+  let fg = s.fg;
+  let bg = s.bg;
+  const classes = [];
+  if (s.inverse) {
+    classes.push("sgr-inverse");
+    [fg, bg] = [bg, fg];
+  }
+  if (typeof fg === "number") classes.push(`fg-${fg}`);
+  else if (typeof fg === "string") span.style.color = fg;
+  else if (s.inverse) classes.push("fg-inverse");
+  if (typeof bg === "number") classes.push(`bg-${bg}`);
+  else if (typeof bg === "string") span.style.backgroundColor = bg;
+  else if (s.inverse) classes.push("bg-inverse");
+  if (s.bold) classes.push("sgr-bold");
+  if (s.dim) classes.push("sgr-dim");
+  if (s.italic) classes.push("sgr-italic");
+  if (s.underline) classes.push("sgr-underline");
+  if (s.strike) classes.push("sgr-strike");
+  span.className = classes.join(" ");
+  span.textContent = text;
+  return span;
+}
+
+// Render `text` into `el` (replacing its content); returns the end state.
+export function renderLine(el, text, state = PLAIN) {
+  if (!SPECIAL.test(text)) {
+    if (isPlain(state)) el.textContent = text;
+    else el.replaceChildren(styledNode(text, state));
+    return state;
+  }
+  const { cells, styles, end } = layout(text, state);
+  const nodes = [];
+  let start = 0;
+  for (let k = 1; k <= cells.length; k++) {
+    if (k === cells.length || styles[k] !== styles[start]) {
+      nodes.push(styledNode(cells.slice(start, k).join(""), styles[start]));
+      start = k;
+    }
+  }
+  el.replaceChildren(...nodes);
+  return end;
+}
+
+// Only the state change of a line (for lines that are counted but not shown).
+export function advanceState(text, state = PLAIN) {
+  if (text.indexOf("\x1b") < 0) return state;
+  return layout(text, state).end;
+}
+
+// The visible text of a line, as renderLine would show it.
+export function visibleText(text) {
+  if (!SPECIAL.test(text)) return text;
+  return layout(text, PLAIN).cells.join("");
+}
+
+function layout(text, state) {
+  const cells = [];
+  const styles = [];
+  let col = 0;
+  let cur = state;
+  const n = text.length;
+  const put = (ch) => {
+    while (cells.length < col) {
+      cells.push(" ");
+      styles.push(PLAIN);
+    }
+    cells[col] = ch;
+    styles[col] = cur;
+    col += 1;
+  };
+  let i = 0;
+  while (i < n) {
+    const c = text.charCodeAt(i);
+    if (c === 0x1b) {
+      const next = text[i + 1];
+      if (next === "[") {
+        let j = i + 2;
+        while (j < n) {
+          const cc = text.charCodeAt(j);
+          if (cc >= 0x40 && cc <= 0x7e) break;
+          j++;
+        }
+        if (j >= n) break; // an unfinished sequence at the end: drop it
+        const params = text.slice(i + 2, j);
+        const final = text[j];
+        if (final === "m") {
+          cur = applySgr(cur, params);
+        } else if (final === "K") {
+          const p = parseInt(params, 10) || 0;
+          if (p === 0) {
+            cells.length = Math.min(cells.length, col);
+            styles.length = cells.length;
+          } else if (p === 1) {
+            for (let k = 0; k < Math.min(col + 1, cells.length); k++) {
+              cells[k] = " ";
+              styles[k] = PLAIN;
+            }
+          } else {
+            cells.length = 0;
+            styles.length = 0;
+          }
+        } else if (final === "G") {
+          col = Math.max(0, (parseInt(params, 10) || 1) - 1);
+        } else if (final === "C") {
+          col += parseInt(params, 10) || 1;
+        } else if (final === "D") {
+          col = Math.max(0, col - (parseInt(params, 10) || 1));
+        }
+        i = j + 1;
+        continue;
+      }
+      if (next === "]") { // OSC: up to BEL or ESC \
+        let j = i + 2;
+        while (j < n && text.charCodeAt(j) !== 7 && !(text.charCodeAt(j) === 0x1b && text[j + 1] === "\\")) j++;
+        i = j >= n ? n : text.charCodeAt(j) === 7 ? j + 1 : j + 2;
+        continue;
+      }
+      i += 2;
+      continue;
+    }
+    if (c === 13) { col = 0; i++; continue; }
+    if (c === 8) { if (col > 0) col--; i++; continue; }
+    if (c === 9) {
+      const stop = (Math.floor(col / 8) + 1) * 8;
+      while (col < stop) {
+        if (col >= cells.length) put(" ");
+        else col++;
+      }
+      i++;
+      continue;
+    }
+    if (c < 32 || c === 127) { i++; continue; }
+    if (c >= 0xd800 && c < 0xdc00 && i + 1 < n) {
+      put(text.slice(i, i + 2));
+      i += 2;
+    } else {
+      put(text[i]);
+      i++;
+    }
+  }
+  return { cells, styles, end: cur };
+}
