@@ -1,30 +1,229 @@
-"""HTML routes (Jinja)."""
+"""HTML routes (Jinja): the runs index with the new-run form, and the run page.
+
+The pages are rendered from the same data the API serves; their scripts
+(static/js/) then follow `GET /api/events` (index) and the run's own event
+stream from the snapshot's `last_event_id` (run page).
+"""
 
 from __future__ import annotations
 
+import shlex
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from .deps import RunnerDep
-from .snapshot import build_snapshot
+from .errors import NotFound
+from .models import RunPublic, RunSpec
+from .snapshot import Snapshot, build_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=str(ROOT / "templates"))
 router = APIRouter(include_in_schema=False)
 
+PAGE_SIZE = 50
+TAIL_LINES = 1000
+PHASES = ("queue", "pull", "create", "start", "run")
+PHASE_STATUS = {
+    "queue": "queued",
+    "pull": "pulling",
+    "create": "creating",
+    "start": "starting",
+    "run": "running",
+}
+ACTIVE = ("queued", "pulling", "creating", "starting", "running")
+LAYER_LABELS = {
+    "waiting": "waiting",
+    "downloading": "downloading",
+    "verifying": "verifying",
+    "downloaded": "downloaded",
+    "extracting": "extracting",
+    "done": "done",
+    "exists": "already exists",
+}
+
+
+def shell_join(words: list[str] | None) -> str:
+    return shlex.join(words) if words else ""
+
+
+def format_time(value: str | None) -> str:
+    """RFC 3339 -> `2026-11-27 21:57:15 UTC` (the script shows local, relative times)."""
+    if not value:
+        return ""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return f"{round(seconds * 1000)} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+def format_bytes(size: float | None) -> str:
+    if size is None:
+        return ""
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    value, unit = float(size), 0
+    while value >= 1024 and unit < len(units) - 1:
+        value /= 1024
+        unit += 1
+    return f"{value:.0f} {units[unit]}" if unit == 0 else f"{value:.1f} {units[unit]}"
+
+
+def format_memory(size: int | None) -> str:
+    if size is None:
+        return ""
+    for unit, factor in (("g", 1024**3), ("m", 1024**2), ("k", 1024)):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+templates.env.filters["shell_join"] = shell_join
+templates.env.filters["time"] = format_time
+templates.env.filters["duration"] = format_duration
+templates.env.filters["bytes"] = format_bytes
+
+
+def prefill(spec: RunSpec) -> dict[str, Any]:
+    """The new-run form's values for "Run again" (registry credentials are never kept)."""
+    return {
+        "image": spec.image,
+        "command": shell_join(spec.command),
+        "entrypoint": shell_join(spec.entrypoint),
+        "env": "\n".join(f"{k}={v}" for k, v in spec.env.items()),
+        "labels": "\n".join(f"{k}={v}" for k, v in spec.labels.items()),
+        "workdir": spec.workdir or "",
+        "user": spec.user or "",
+        "platform": spec.platform or "",
+        "pull": spec.pull.value,
+        "tty": spec.tty,
+        "timeout": "" if spec.timeout is None else f"{spec.timeout:g}",
+        "memory": format_memory(spec.memory),
+        "cpus": "" if spec.cpus is None else f"{spec.cpus:g}",
+        "auto_remove": spec.auto_remove,
+    }
+
+
+EMPTY_FORM: dict[str, Any] = {
+    "image": "",
+    "command": "",
+    "entrypoint": "",
+    "env": "",
+    "labels": "",
+    "workdir": "",
+    "user": "",
+    "platform": "",
+    "pull": "missing",
+    "tty": False,
+    "timeout": "",
+    "memory": "",
+    "cpus": "",
+    "auto_remove": True,
+}
+
+
+def run_json(run: RunPublic) -> dict[str, Any]:
+    return run.model_dump(mode="json")
+
 
 @router.get("/", response_class=HTMLResponse)
 def index(request: Request, runner: RunnerDep) -> HTMLResponse:
-    runs, next_cursor = runner.page(None, request.query_params.get("cursor"), 50)
+    cursor = request.query_params.get("cursor") or None
+    runs, next_cursor = runner.page(None, cursor, PAGE_SIZE)
+    form = dict(EMPTY_FORM)
+    source: str | None = None
+    copy_error: str | None = None
+    source_id = request.query_params.get("from")
+    if source_id:
+        try:
+            form.update(prefill(runner.get(source_id).spec))
+            source = source_id
+        except NotFound:
+            copy_error = f"There is no run {source_id!r} to copy; the form is empty."
     return templates.TemplateResponse(
-        request, "index.html", {"runs": runs, "next_cursor": next_cursor}
+        request,
+        "index.html",
+        {
+            "runs": runs,
+            "runs_json": [run_json(r) for r in runs],
+            "cursor": cursor,
+            "next_cursor": next_cursor,
+            "page_size": PAGE_SIZE,
+            "form": form,
+            "source": source,
+            "copy_error": copy_error,
+        },
     )
 
 
-TAIL_LINES = 1000
+def timeline(snapshot: Snapshot, run: RunPublic) -> list[dict[str, Any]]:
+    """Each phase with its state (pending|active|done|skipped|failed) and duration.
+
+    Durations come from `done` when the run has ended, else from the status
+    events' times (the phase in progress is timed by the page's script).
+    """
+    done = snapshot.done
+    at = snapshot.status_at
+    entered = [p for p in PHASES if PHASE_STATUS[p] in at]
+    error = (done or {}).get("error") or {}
+    failed_phase = error.get("phase") if done and done.get("status") != "succeeded" else None
+    durations: dict[str, Any] = (done or {}).get("durations") or {}
+    current = entered[-1] if entered and not done else None
+    out = []
+    for phase in PHASES:
+        seconds: float | None = None
+        if phase in entered:
+            if done is not None:
+                seconds = durations.get(phase)
+            else:
+                later = [PHASE_STATUS[p] for p in entered if PHASES.index(p) > PHASES.index(phase)]
+                if later:
+                    seconds = _seconds_between(at[PHASE_STATUS[phase]], at[later[0]])
+        if phase == failed_phase:
+            state = "failed"
+        elif phase == current:
+            state = "active"
+        elif phase in entered:
+            state = "done"
+        elif done is not None or (entered and PHASES.index(entered[-1]) > PHASES.index(phase)):
+            state = "skipped"
+        else:
+            state = "pending"
+        out.append(
+            {
+                "name": phase,
+                "state": state,
+                "seconds": seconds,
+                "at": at.get(PHASE_STATUS[phase]),
+            }
+        )
+    return out
+
+
+def _seconds_between(start: str, end: str) -> float | None:
+    try:
+        a = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        b = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0.0, (b - a).total_seconds())
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
@@ -33,6 +232,27 @@ def run_page(request: Request, run_id: str, runner: RunnerDep) -> HTMLResponse:
     snapshot = build_snapshot(
         runner.settings.events_dir / f"{run_id}.events", tail_lines=TAIL_LINES
     )
+    done = snapshot.done
+    status = done["status"] if done else (snapshot.status or run.status.value)
+    view = {
+        "status": status,
+        "active": status in ACTIVE,
+        "exit_code": done.get("exit_code") if done else None,
+        "oom_killed": bool(done and done.get("oom_killed")),
+        "error": done.get("error") if done else None,
+        "total": (done.get("durations") or {}).get("total") if done else None,
+        "log_lines": done.get("log_lines") if done else snapshot.total_lines,
+        "phases": timeline(snapshot, run),
+    }
     return templates.TemplateResponse(
-        request, "run.html", {"run": run, "snapshot": snapshot.as_dict()}
+        request,
+        "run.html",
+        {
+            "run": run,
+            "run_json": run_json(run),
+            "snapshot": snapshot.as_dict(),
+            "view": view,
+            "tail_lines": TAIL_LINES,
+            "layer_labels": LAYER_LABELS,
+        },
     )

@@ -1,0 +1,290 @@
+// The run page: starts from the server's snapshot (embedded JSON) and follows
+// the run's event stream from the snapshot's last event id, so nothing is
+// shown twice and nothing is missed (also on reload).
+
+import {
+  formatCount, formatDuration, formatRelative, formatAbsolute, frameScheduler, isActive,
+  secondsBetween, statusLabel,
+} from "./format.js";
+import { LogView } from "./logview.js";
+import { PullView } from "./pull.js";
+
+const PHASES = ["queue", "pull", "create", "start", "run"];
+const PHASE_STATUS = { queue: "queued", pull: "pulling", create: "creating", start: "starting", run: "running" };
+
+const $ = (id) => document.getElementById(id);
+const run = JSON.parse($("run-data").textContent);
+const snapshot = JSON.parse($("snapshot").textContent);
+
+const state = {
+  status: snapshot.done ? snapshot.done.status : snapshot.status || run.status,
+  statusAt: { ...snapshot.status_at },
+  done: snapshot.done,
+  lastId: snapshot.last_event_id,
+  conn: snapshot.done ? "finished" : "connecting",
+  notices: snapshot.notices.length,
+};
+
+// -- views --------------------------------------------------------------------------
+
+const logs = new LogView({
+  scroller: $("log"),
+  body: $("log-body"),
+  marker: $("log-marker"),
+  markerText: $("log-marker-text"),
+  info: $("log-info"),
+  followButton: $("log-follow"),
+  onTotal: (total) => setText($("line-total"), formatCount(total)),
+});
+logs.loadSnapshot(snapshot.lines, snapshot.total_lines);
+if (snapshot.done) logs.finish(snapshot.done.log_lines);
+
+const pull = new PullView($("pull"));
+pull.load(snapshot.layers, snapshot.pull_overall, snapshot.pull_error);
+if (snapshot.done && snapshot.done.durations) pull.setDuration(snapshot.done.durations.pull);
+
+const scheduleHeader = frameScheduler(renderHeader);
+
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+function setConn(conn) {
+  state.conn = conn;
+  scheduleHeader();
+}
+
+function phaseView() {
+  const done = state.done;
+  const at = state.statusAt;
+  const entered = PHASES.filter((p) => at[PHASE_STATUS[p]]);
+  const current = !done && entered.length ? entered[entered.length - 1] : null;
+  const failed = done && done.status !== "succeeded" && done.error ? done.error.phase : null;
+  const lastEntered = entered.length ? PHASES.indexOf(entered[entered.length - 1]) : -1;
+  return PHASES.map((phase, index) => {
+    let seconds = null;
+    if (entered.includes(phase)) {
+      if (done) seconds = done.durations ? done.durations[phase] : null;
+      else {
+        const next = entered.find((p) => PHASES.indexOf(p) > index);
+        seconds = next
+          ? secondsBetween(at[PHASE_STATUS[phase]], at[PHASE_STATUS[next]])
+          : Math.max(0, (Date.now() - Date.parse(at[PHASE_STATUS[phase]])) / 1000);
+      }
+    }
+    let phaseState = "pending";
+    if (phase === failed) phaseState = "failed";
+    else if (phase === current) phaseState = "active";
+    else if (entered.includes(phase)) phaseState = "done";
+    else if (done || lastEntered > index) phaseState = "skipped";
+    return { phase, state: phaseState, seconds };
+  });
+}
+
+function renderTimeline() {
+  for (const view of phaseView()) {
+    const li = document.querySelector(`#timeline [data-phase="${view.phase}"]`);
+    if (!li) continue;
+    li.className = `phase phase-${view.state}`;
+    li.dataset.state = view.state;
+    if (view.state === "active") li.setAttribute("aria-current", "step");
+    else li.removeAttribute("aria-current");
+    const text = view.seconds !== null && view.seconds !== undefined
+      ? formatDuration(view.seconds)
+      : view.state === "skipped" ? "skipped" : "–";
+    setText(li.querySelector(".phase-duration"), text);
+  }
+}
+
+function pullNote() {
+  const policy = run.spec.pull;
+  const at = state.statusAt;
+  if (at.pulling) return "";
+  const pastPull = at.creating || at.starting || at.running;
+  if (pastPull) return `Image already present (pull policy: ${policy}); nothing to pull.`;
+  if (state.done) return state.done.error && state.done.error.phase === "pull" ? "" : "No pull was needed.";
+  return state.status === "queued" ? "Waiting for a worker…" : "Checking the image…";
+}
+
+function renderHeader() {
+  const status = state.status;
+  const badge = $("status-badge");
+  badge.className = `badge badge-${status}`;
+  badge.dataset.status = status;
+  setText(badge, statusLabel(status));
+  document.title = `${statusLabel(status)} · ${run.spec.image} · ${run.id} - pullrun`;
+
+  const conn = $("conn-state");
+  conn.className = `conn conn-${state.conn}`;
+  conn.dataset.state = state.conn;
+  setText(conn.querySelector(".conn-text"), state.conn);
+
+  $("cancel-run").hidden = !isActive(status);
+  const done = state.done;
+  if (done) {
+    setText($("exit-code"), done.exit_code === null || done.exit_code === undefined ? "–" : String(done.exit_code));
+    $("oom-badge").hidden = !done.oom_killed;
+    setText($("total-duration"), formatDuration(done.durations && done.durations.total));
+    setText($("line-total"), formatCount(done.log_lines));
+    const error = done.error;
+    $("run-error").hidden = !error;
+    if (error) {
+      setText($("run-error-phase"), `Error in ${error.phase}`);
+      setText($("run-error-message"), error.message);
+    }
+  } else {
+    setText($("total-duration"), formatDuration((Date.now() - Date.parse(run.created_at)) / 1000));
+  }
+  renderTimeline();
+  pull.setNote(pullNote());
+}
+
+function renderTimes() {
+  const created = $("created-at");
+  created.textContent = formatRelative(run.created_at);
+  created.title = formatAbsolute(run.created_at);
+}
+
+// -- events ---------------------------------------------------------------------------
+
+const handlers = {
+  status(data) {
+    state.status = data.status;
+    state.statusAt[data.status] = data.at;
+    scheduleHeader();
+  },
+  pull(data) {
+    pull.apply(data);
+  },
+  log(json) {
+    logs.addRaw(json); // parsed by the log view, within its per-frame budget
+  },
+  notice(data) {
+    const list = $("notices");
+    const li = document.createElement("li");
+    li.textContent = data.message;
+    list.append(li);
+    $("notices-card").hidden = false;
+  },
+  done(data) {
+    state.done = data;
+    state.status = data.status;
+    logs.finish(data.log_lines);
+    if (data.durations) pull.setDuration(data.durations.pull);
+    setConn("finished");
+    stopTicking();
+  },
+};
+
+let source = null;
+
+function connect() {
+  // The browser sends Last-Event-ID itself when it reconnects (and the header
+  // wins over ?after=); the server answers 204 once `done` was seen.
+  source = new EventSource(`${run.links.events}?after=${state.lastId}`);
+  source.onopen = () => setConn("live");
+  source.onerror = () => {
+    if (state.done) return;
+    setConn(source.readyState === EventSource.CLOSED ? "disconnected" : "reconnecting");
+    if (source.readyState === EventSource.CLOSED) recoverClosed();
+  };
+  for (const [type, handle] of Object.entries(handlers)) {
+    source.addEventListener(type, (event) => {
+      const id = Number(event.lastEventId);
+      if (id && id <= state.lastId) return; // already shown
+      if (id && id !== state.lastId + 1) console.warn(`pullrun: event ${id} after ${state.lastId}`);
+      if (id) state.lastId = id;
+      handle(type === "log" ? event.data : JSON.parse(event.data));
+      if (type === "done") source.close();
+    });
+  }
+}
+
+// The stream was closed for good (an HTTP error): ask the API how the run
+// stands and say so; a reload starts from a fresh snapshot.
+async function recoverClosed() {
+  try {
+    const response = await fetch(run.links.self, { headers: { accept: "application/json" } });
+    if (response.ok) {
+      const record = await response.json();
+      if (!isActive(record.status)) {
+        setConn("finished");
+        showActionError("The run has ended; reload the page to see its last events.");
+        return;
+      }
+    }
+  } catch {
+    // offline: say so below
+  }
+  showActionError("Lost the connection to the server; reload the page to follow the run again.");
+}
+
+function showActionError(message) {
+  const box = $("action-error");
+  box.textContent = message;
+  box.hidden = false;
+}
+
+// -- ticking clocks ---------------------------------------------------------------------
+
+let ticker = null;
+function stopTicking() {
+  if (ticker !== null) clearInterval(ticker);
+  ticker = null;
+  scheduleHeader();
+}
+
+// -- controls ---------------------------------------------------------------------------
+
+$("cancel-run").addEventListener("click", async (event) => {
+  const button = event.currentTarget;
+  button.disabled = true;
+  button.textContent = "Canceling…";
+  try {
+    const response = await fetch(`${run.links.self}/cancel`, { method: "POST" });
+    if (!response.ok && response.status !== 409) {
+      const body = await response.json().catch(() => null);
+      showActionError((body && body.error && body.error.message) || `Cancel failed (${response.status}).`);
+      button.disabled = false;
+      button.textContent = "Cancel";
+    }
+  } catch {
+    showActionError("Cancel failed: the server did not answer.");
+    button.disabled = false;
+    button.textContent = "Cancel";
+  }
+});
+
+const filterInput = $("log-filter");
+let filterTimer = null;
+filterInput.addEventListener("input", () => {
+  clearTimeout(filterTimer);
+  filterTimer = setTimeout(() => logs.setFilter(filterInput.value), 120);
+});
+filterInput.addEventListener("keydown", (e) => {
+  if (e.key === "Escape") {
+    filterInput.value = "";
+    logs.setFilter("");
+  }
+});
+
+const wrap = $("log-wrap");
+wrap.checked = localStorage.getItem("pullrun.wrap") === "1";
+logs.setWrap(wrap.checked);
+wrap.addEventListener("change", () => {
+  logs.setWrap(wrap.checked);
+  localStorage.setItem("pullrun.wrap", wrap.checked ? "1" : "0");
+});
+
+// -- start ------------------------------------------------------------------------------
+
+renderTimes();
+setInterval(renderTimes, 10_000);
+renderHeader();
+if (!state.done) {
+  ticker = setInterval(scheduleHeader, 250);
+  connect();
+}
+
+// For tests and the curious: how the page is doing.
+window.pullrun = { logs, pull, state, get source() { return source; } };
