@@ -183,7 +183,10 @@ def timeline(snapshot: Snapshot, run: RunPublic) -> list[dict[str, Any]]:
     at = snapshot.status_at
     entered = [p for p in PHASES if PHASE_STATUS[p] in at]
     error = (done or {}).get("error") or {}
-    failed_phase = error.get("phase") if done and done.get("status") != "succeeded" else None
+    failed_phase = None
+    if done and done.get("status") != "succeeded":
+        # A non-zero exit or a timeout has no error: the run phase is what failed.
+        failed_phase = error.get("phase") or "run"
     durations: dict[str, Any] = (done or {}).get("durations") or {}
     current = entered[-1] if entered and not done else None
     out = []

@@ -7,6 +7,10 @@ import {
 
 const $ = (id) => document.getElementById(id);
 
+function setText(el, text) {
+  if (el && el.textContent !== text) el.textContent = text;
+}
+
 // -- the form ---------------------------------------------------------------------------
 
 const form = $("run-form");
@@ -283,9 +287,9 @@ function tick() {
     const record = runs.get(tr.dataset.run);
     if (!record) continue;
     const time = tr.querySelector("time");
-    if (time) time.textContent = formatRelative(record.created_at, now);
+    if (time) setText(time, formatRelative(record.created_at, now));
     if (isActive(record.status)) {
-      tr.querySelector(".c-duration").textContent = formatDuration((now - Date.parse(record.created_at)) / 1000);
+      setText(tr.querySelector(".c-duration"), formatDuration((now - Date.parse(record.created_at)) / 1000));
     }
   }
 }

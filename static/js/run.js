@@ -59,7 +59,8 @@ function phaseView() {
   const at = state.statusAt;
   const entered = PHASES.filter((p) => at[PHASE_STATUS[p]]);
   const current = !done && entered.length ? entered[entered.length - 1] : null;
-  const failed = done && done.status !== "succeeded" && done.error ? done.error.phase : null;
+  // A non-zero exit or a timeout has no error: the run phase is what failed.
+  const failed = done && done.status !== "succeeded" ? (done.error ? done.error.phase : "run") : null;
   const lastEntered = entered.length ? PHASES.indexOf(entered[entered.length - 1]) : -1;
   return PHASES.map((phase, index) => {
     let seconds = null;

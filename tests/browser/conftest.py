@@ -66,8 +66,10 @@ def docker_api() -> Iterator[docker.APIClient]:
     api.close()
 
 
-@pytest.fixture(scope="session")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+# Module scope, not session: Playwright's sync API keeps its event loop current
+# while it runs, and the tests after these (asyncio.run in tests/unit) need none.
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} not found: scripts/deps.sh installs Debian's chromium")
     with sync_playwright() as pw:

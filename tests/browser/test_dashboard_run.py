@@ -96,6 +96,8 @@ def test_form_starts_a_multi_layer_pull_and_shows_it_live(
     pull_phase = page.locator("#timeline [data-phase='pull']")
     expect(pull_phase).to_have_attribute("data-state", "done")
     expect(pull_phase.locator(".phase-duration")).to_have_text(re.compile(r"^\d+(\.\d)? s$"))
+    # Exit code 3: the run phase is marked as the one that failed.
+    expect(page.locator("#timeline [data-phase='run']")).to_have_attribute("data-state", "failed")
     expect(page.locator("#cancel-run")).to_be_hidden()
     record = client.get(f"/api/runs/{run_id}").json()
     assert record["status"] == "failed" and record["exit_code"] == 3
@@ -129,6 +131,8 @@ def test_reload_mid_run_shows_every_line_once_in_order(page: Page, client: httpx
     expect(page.locator("#log-follow")).to_have_attribute("aria-pressed", "true")
 
     wait_finished(page)
+    # Closed on `done`, so the browser does not reconnect.
+    assert page.evaluate("window.pullrun.source.readyState") == 2  # EventSource.CLOSED
     page.wait_for_function(f"document.querySelectorAll('#log-body .ln').length >= {count}")
     lines = log_lines(page)
     assert [n for n, _, _ in lines] == list(range(1, count + 1))
