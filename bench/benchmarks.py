@@ -121,6 +121,9 @@ def fanout(cfg: Config) -> list[Row]:
 
         samples_a, samples_b = alternate(run(subscribers), run(1), reps, label="fan-out")
         status = proc_status(server.pid)
+        time.sleep(2.0)
+        settled = proc_status(server.pid)
+    log(f"  fan-out: server RSS peak {mib(status['VmHWM'])}, {mib(settled['VmRSS'])} 2 s later")
     ma, mb = median(samples_a), median(samples_b)
     ratio = ma / mb
     peak = status["VmHWM"]
@@ -143,7 +146,7 @@ def fanout(cfg: Config) -> list[Row]:
             "-",
             "<= 300 MiB",
             peak <= 300 << 20,
-            {"status": status},
+            {"status": status, "settled": settled},
         ),
     ]
 
@@ -266,12 +269,20 @@ def replay(cfg: Config) -> list[Row]:
             return go
 
         replay_, cat = reader("replay"), reader("cat")
+        cpu = [cpu_seconds(server.pid)]
         cold_a, cold_b = alternate(replay_, cat, reps, warmup, label="replay (first read)")
+        cpu.append(cpu_seconds(server.pid))
         warm_a, warm_b = alternate(replay_, cat, reps, warmup, label="replay (again)")
+        cpu.append(cpu_seconds(server.pid))
+    per_read = [(cpu[i + 1] - cpu[i]) / (warmup + reps) for i in range(2)]
+    log(
+        f"  replay: server CPU per read {per_read[0] * 1000:.1f} ms (first), "
+        f"{per_read[1] * 1000:.1f} ms (again)"
+    )
     rows = []
-    for label, samples_a, samples_b in (
-        ("first read since it finished", cold_a, cold_b),
-        ("read again (index cached)", warm_a, warm_b),
+    for label, samples_a, samples_b, server_cpu in (
+        ("first read since it finished", cold_a, cold_b, per_read[0]),
+        ("read again (index cached)", warm_a, warm_b, per_read[1]),
     ):
         ma, mb = median(samples_a), median(samples_b)
         ratio = ma / mb
@@ -284,7 +295,12 @@ def replay(cfg: Config) -> list[Row]:
                 f"{ratio:.2f}",
                 "<= 3",
                 ratio <= 3,
-                {"pullrun": samples_a, "reference": samples_b, "bytes": size},
+                {
+                    "pullrun": samples_a,
+                    "reference": samples_b,
+                    "bytes": size,
+                    "server_cpu_per_read": server_cpu,
+                },
             )
         )
     return rows
