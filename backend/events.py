@@ -21,6 +21,7 @@ class EventType(StrEnum):
     DONE = "done"
     # Only on the global stream (GET /api/events).
     RUN = "run"
+    DELETED = "deleted"
     RESET = "reset"
 
 

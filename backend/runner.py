@@ -191,6 +191,8 @@ class Runner:
         self._logs.pop(run_id, None)
         path = self.settings.events_dir / f"{run_id}.events"
         path.unlink(missing_ok=True)
+        # Called from a threadpool thread: the feed lives on the loop.
+        self._loop.call_soon_threadsafe(self.feed.publish, {"id": run_id}, EventType.DELETED)
 
     # -- workers -------------------------------------------------------------------
 

@@ -277,6 +277,11 @@ function follow() {
   feed.onerror = () => setFeedState(feed.readyState === EventSource.CLOSED ? "disconnected" : "reconnecting");
   feed.addEventListener("run", (event) => upsert(JSON.parse(event.data), true));
   feed.addEventListener("reset", () => refetch());
+  feed.addEventListener("deleted", (event) => {
+    const { id } = JSON.parse(event.data);
+    tbody.querySelector(`tr[data-run="${CSS.escape(id)}"]`)?.remove();
+    $("runs-empty").hidden = tbody.rows.length > 0;
+  });
   window.addEventListener("pagehide", () => feed.close());
 }
 

@@ -177,3 +177,13 @@ def test_keepalive_comments_on_a_quiet_stream(tmp_path: Path, image: str) -> Non
                 if b"event: done" in chunk:
                     break
         assert comments >= 3
+
+
+def test_feed_announces_deleted_runs(client: httpx.Client, image: str) -> None:
+    run, _ = run_to_end(client, image=image, command=["true"])
+    with client.stream("GET", "/api/events", timeout=30) as response:
+        assert client.delete(run["links"]["self"]).status_code == 204
+        for event in iter_events(response):
+            if event.type == "deleted":
+                assert event.data == {"id": run["id"]}
+                break
