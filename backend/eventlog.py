@@ -182,10 +182,11 @@ class RunFeed:
         self._changed = asyncio.Event()
         self.closed = False
 
-    def publish(self, run: dict[str, Any]) -> None:
+    def publish(self, run: dict[str, Any], event_type: str = EventType.RUN) -> None:
         """Loop thread only (the runner hops here with call_soon_threadsafe)."""
         self._seq += 1
-        self._events.append((self._seq, encode_event(f"{self.boot}-{self._seq}", "run", run)))
+        raw = encode_event(f"{self.boot}-{self._seq}", event_type, run)
+        self._events.append((self._seq, raw))
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
