@@ -180,7 +180,7 @@ def latency(cfg: Config) -> list[Row]:
             "short run: echo hello, POST to done",
             seconds(ma),
             seconds(mb) + " (docker run)",
-            f"{ma / mb:.2f} ({overhead * 1000:+.0f} ms)",
+            f"{ma / mb:.2f} ({round(overhead * 1000):+d} ms)",
             "overhead <= 100 ms",
             overhead <= 0.1,
             {"pullrun": samples_a, "reference": samples_b},
