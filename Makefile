@@ -38,7 +38,7 @@ run: install provision
 	$(VENV)/bin/pullrun serve $(RUN_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check backend tests
+	$(VENV)/bin/ruff check backend tests bench
 	$(VENV)/bin/mypy
 
 test: install provision lint

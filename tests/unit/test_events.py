@@ -56,6 +56,7 @@ def test_event_types_are_the_documented_names() -> None:
         "notice",
         "done",
         "run",
+        "deleted",
         "reset",
     }
 
