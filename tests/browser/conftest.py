@@ -16,8 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
-import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
@@ -35,35 +33,10 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        pytest.fail(f"{name} is not set: run the tests with `make test` (scripts/test-env.sh)")
-    return value
-
-
-@pytest.fixture(scope="session")
-def registry() -> str:
-    return _env("PULLRUN_TEST_REGISTRY")
-
-
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with ServerProcess(tmp_path_factory.mktemp("browser-server"), max_concurrent_runs=4) as proc:
         yield proc
-
-
-@pytest.fixture
-def client(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base_url, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture(scope="session")
-def docker_api() -> Iterator[docker.APIClient]:
-    api = docker.APIClient(version="auto")
-    yield api
-    api.close()
 
 
 # Module scope, not session: Playwright's sync API keeps its event loop current
