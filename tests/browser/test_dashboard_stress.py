@@ -117,7 +117,10 @@ def test_a_million_lines_keep_the_page_responsive(page: Page, client: httpx.Clie
 
     # Responsive while streaming.
     assert len(round_trips) >= 3 and click_delays, figures
-    assert max(round_trips) < LIMIT_MS, figures
+    # Clicks and long tasks are timed inside the page: every one is held to the
+    # limit. A round trip also times this test process and Playwright's pipe,
+    # which a busy 2-core CI machine can delay: its p95 is held to the limit.
+    assert figures["round_trip_ms_p95"] < LIMIT_MS, figures
     assert max(click_delays) < LIMIT_MS, figures
     assert figures["long_task_ms_max"] < LIMIT_MS, figures
     # A bounded DOM.
