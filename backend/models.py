@@ -16,6 +16,7 @@ _PLATFORM = re.compile(r"[a-z0-9_]+(/[a-z0-9_]+(/[a-z0-9_.]+)?)?")
 _MEMORY = re.compile(r"(\d+)\s*([bkmg]?)b?", re.IGNORECASE | re.ASCII)
 _MEMORY_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 MIN_MEMORY = 6 * 1024 * 1024  # the engine's own minimum
+MAX_TIMEOUT = 365 * 24 * 3600
 
 
 class RunStatus(StrEnum):
@@ -100,7 +101,10 @@ class RunSpec(BaseModel):
     pull: PullPolicy = PullPolicy.MISSING
     platform: str | None = Field(None, description="os[/arch[/variant]]")
     timeout: float | None = Field(
-        None, gt=0, description="Seconds from container start; default from settings."
+        None,
+        gt=0,
+        le=MAX_TIMEOUT,
+        description="Seconds from container start (at most a year); default from settings.",
     )
     memory: int | None = Field(None, description='Memory limit: bytes, or a string like "256m".')
     cpus: float | None = Field(None, gt=0, le=1024)

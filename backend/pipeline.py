@@ -44,6 +44,13 @@ def done_data(record: RunPublic) -> dict[str, Any]:
     }
 
 
+def _text_bytes(lines: list[str], partial: bool) -> int:
+    """UTF-8 size of `lines` with a newline after each terminated one."""
+    if not lines:
+        return 0
+    return len("\n".join(lines).encode()) + (0 if partial else 1)
+
+
 class Canceled(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -79,6 +86,9 @@ class RunPipeline:
         self._kept_bytes = 0
         self._kept_through = 0
         self._dropping = False
+        self._dropped_bytes = 0
+        self._finished = False
+        self._exited = False
 
     # -- control, from any thread ------------------------------------------------
 
@@ -88,9 +98,15 @@ class RunPipeline:
                 return
             self._cancel_reason = reason
             pull = self._pull_stream
+            waiting_for_pull = self._phase == "pull" and pull is None
             container = self._container_id if self._phase in ("start", "run") else None
         if pull is not None:
             pull.close()
+        if waiting_for_pull:
+            # The engine has not answered the pull yet (it resolves the manifest
+            # first) and there is no socket to shut down: end the run now. The
+            # worker drops the pull when the engine answers.
+            self._finish(RunStatus.CANCELED, RunError(phase="pull", message=reason))
         if container is not None:
             self._stop_container_async(container)
 
@@ -154,8 +170,11 @@ class RunPipeline:
                 error = RunError(phase=self._phase, message=engine_message(exc))
         finally:
             if engine is not None:
-                self._cleanup(engine)
-                engine.close()
+                try:
+                    self._cleanup(engine)
+                    engine.close()
+                except Exception:
+                    log.exception("cleaning up run %s failed", self.record.id)
         self._finish(status, error)
 
     def _run(self, engine: DockerEngine) -> RunStatus:
@@ -201,6 +220,8 @@ class RunPipeline:
             try:
                 self._relay_output(output, tty=spec.tty)
                 exit_code, wait_error = engine.wait(container_id)
+                with self._lock:
+                    self._exited = True
             finally:
                 timer.cancel()
         finally:
@@ -220,12 +241,15 @@ class RunPipeline:
         return RunStatus.FAILED
 
     def _on_timeout(self, container_id: str) -> None:
-        self._timed_out = True
-        timeout = self.record.spec.timeout or self.settings.default_timeout
-        self.events.append(
-            EventType.NOTICE,
-            {"message": f"timeout of {timeout:g}s reached: stopping the container"},
-        )
+        with self._lock:
+            if self._exited or self._finished:
+                return  # it ended on its own as the timer fired
+            self._timed_out = True
+            timeout = self.record.spec.timeout or self.settings.default_timeout
+            self.events.append(
+                EventType.NOTICE,
+                {"message": f"timeout of {timeout:g}s reached: stopping the container"},
+            )
         self._stop_container_async(container_id)
 
     # -- pull ----------------------------------------------------------------------
@@ -335,16 +359,17 @@ class RunPipeline:
         self._emit_logs(assembler.finish())
         self.record.log_lines = assembler.line_count
         self.record.dropped_lines = assembler.line_count - self._kept_through
-        self.record.dropped_bytes = max(0, self.record.log_bytes - self._kept_bytes)
+        self.record.dropped_bytes = self._dropped_bytes
 
     def _emit_logs(self, batches: list[LogBatch]) -> None:
         for batch in batches:
             if self._dropping:
+                self._dropped_bytes += _text_bytes(batch.lines, batch.partial)
                 continue
-            size = sum(map(len, batch.lines)) + len(batch.lines)
+            size = _text_bytes(batch.lines, batch.partial)
             if self._kept_bytes + size > self.settings.max_log_bytes:
                 batch = self._start_dropping(batch)
-                size = sum(map(len, batch.lines)) + len(batch.lines)
+                size = _text_bytes(batch.lines, batch.partial)
                 if not batch.lines:
                     continue
             self._kept_bytes += size
@@ -377,10 +402,12 @@ class RunPipeline:
         room = limit - self._kept_bytes
         keep = 0
         for line in batch.lines:
-            room -= len(line) + 1
+            room -= len(line.encode()) + 1
             if room < 0:
                 break
             keep += 1
+        dropped = batch.lines[keep:]
+        self._dropped_bytes += _text_bytes(dropped, batch.partial)
         return LogBatch(batch.stream, batch.first, batch.lines[:keep], False)
 
     # -- bookkeeping ---------------------------------------------------------------
@@ -420,18 +447,34 @@ class RunPipeline:
                 )
 
     def _finish(self, status: RunStatus, error: RunError | None) -> None:
-        record = self.record
-        if record.durations.queue is None:
-            record.durations.queue = round(time.monotonic() - self._created_mono, 4)
-        if (
-            self._phase in ("pull", "create", "start")
-            and getattr(record.durations, self._phase) is None
-        ):
-            self._mark_end(self._phase)
-        record.durations.total = round(time.monotonic() - self._created_mono, 4)
-        record.status = status
-        record.error = error
-        record.finished_at = now_rfc3339()
-        record.last_event_id = self.events.last_id + 1
-        self._save(record)
-        self.events.append(EventType.DONE, done_data(record))
+        """Append `done` (once, whoever calls first), then save the record."""
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+            record = self.record
+            if record.durations.queue is None:
+                record.durations.queue = round(time.monotonic() - self._created_mono, 4)
+            if (
+                self._phase in ("pull", "create", "start")
+                and getattr(record.durations, self._phase) is None
+            ):
+                self._mark_end(self._phase)
+            record.durations.total = round(time.monotonic() - self._created_mono, 4)
+            record.status = status
+            record.error = error
+            record.finished_at = now_rfc3339()
+            # Under the lock: no timeout notice can slip in before `done`.
+            record.last_event_id = self.events.append(EventType.DONE, done_data(record))
+        try:
+            self._save(record)
+        except Exception:  # the log has its `done`; recovery repairs the record
+            log.exception("saving the final record of run %s failed", record.id)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def abort(self, message: str) -> None:
+        """Last resort after an unexpected failure: make sure `done` is there."""
+        self._finish(RunStatus.ERROR, RunError(phase=self._phase, message=message))

@@ -18,6 +18,7 @@ from .events import EventType, now_rfc3339
 from .models import RunCreate, RunError, RunLinks, RunPublic, RunSpec, RunStatus
 from .pipeline import EngineFactory, RunPipeline, done_data
 from .settings import Settings
+from .snapshot import build_snapshot
 from .store import RunStore
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class Runner:
         self._active: dict[str, ActiveRun] = {}
         self._logs: OrderedDict[str, EventLog] = OrderedDict()
         self._closing = False
+        self._shut = asyncio.Event()
         self.subscribers = Subscribers()  # run event streams
         self.feed_subscribers = Subscribers()  # GET /api/events
         settings.events_dir.mkdir(parents=True, exist_ok=True)
@@ -148,7 +150,9 @@ class Runner:
         with self._lock:
             if self._closing:
                 raise ShuttingDown("the server is shutting down; no new runs are accepted")
-            if len(self._queue) >= self.settings.max_queued_runs:
+            busy = sum(1 for a in self._active.values() if a.claimed)
+            idle = len(self._workers) - busy
+            if len(self._queue) - idle >= self.settings.max_queued_runs:
                 raise QueueFull(
                     f"{len(self._queue)} runs are already queued (max_queued_runs); try again later"
                 )
@@ -209,8 +213,17 @@ class Runner:
             self._run_pipeline(run_id, active)
 
     def _run_pipeline(self, run_id: str, active: ActiveRun) -> None:
+        pipeline = active.pipeline
         try:
-            active.pipeline.execute()
+            pipeline.execute()
+        except BaseException:
+            # execute() handles every failure it knows; this keeps the worker
+            # alive and the run's promise of a `done` for anything else.
+            log.exception("run %s: unexpected failure", run_id)
+            try:
+                pipeline.abort("internal error: see the server log")
+            except BaseException:
+                log.exception("run %s: could not record its end", run_id)
         finally:
             with self._lock:
                 self._active.pop(run_id, None)
@@ -228,18 +241,25 @@ class Runner:
     # -- life cycle ----------------------------------------------------------------
 
     async def shutdown(self, reason: str = SHUTDOWN_REASON) -> None:
-        """Cancel everything in flight, wait (bounded) for every `done`, stop workers."""
+        """Cancel everything in flight, wait (one deadline for all) for every
+        `done`, stop the workers. A second call waits for the first."""
         with self._lock:
+            first = not self._closing
             self._closing = True
             run_ids = list(self._active)
             self._work.notify_all()
+        if not first:
+            await self._shut.wait()
+            return
+        deadline = self._loop.time() + self.settings.shutdown_grace
         for run_id in run_ids:
             with contextlib.suppress(Conflict, NotFound):
                 await asyncio.to_thread(self.cancel, run_id, reason)
-        waiting = [a.finished for a in list(self._active.values())]
-        for finished in waiting:
-            await asyncio.to_thread(finished.wait, self.settings.shutdown_grace)
+        for active in list(self._active.values()):
+            remaining = max(0.0, deadline - self._loop.time())
+            await asyncio.to_thread(active.finished.wait, remaining)
         self.feed.close()
+        self._shut.set()
 
     async def wait_for_subscribers(self, timeout: float) -> None:
         """Let run streams send what they have (their `done`) before the server stops."""
@@ -254,16 +274,22 @@ class Runner:
             was = record.status.value
             path = self.settings.events_dir / f"{record.id}.events"
             events = EventLog.load(path, self._loop)
-            record.status = RunStatus.ERROR
-            record.finished_at = now_rfc3339()
-            record.error = RunError(
-                phase="interrupted", message=f"the server stopped while this run was {was}"
-            )
-            if not events.finished:
-                record.last_event_id = events.last_id + 1
+            done = build_snapshot(path).done if events.finished else None
+            record.finished_at = record.finished_at or now_rfc3339()
+            if done is not None:
+                # It ended (its log says how) but the crash came before the save.
+                record.status = RunStatus(done["status"])
+                record.exit_code = done["exit_code"]
+                record.oom_killed = done["oom_killed"]
+                record.error = RunError(**done["error"]) if done["error"] else None
+                record.last_event_id = events.last_id
                 self.store.save(record)
-                events.append(EventType.DONE, done_data(record))
             else:
+                record.status = RunStatus.ERROR
+                record.error = RunError(
+                    phase="interrupted", message=f"the server stopped while this run was {was}"
+                )
+                record.last_event_id = events.append(EventType.DONE, done_data(record))
                 self.store.save(record)
             events.close()
             recovered.append(record.id)

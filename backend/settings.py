@@ -21,7 +21,10 @@ class Settings(BaseSettings):
         100, ge=0, description="Runs waiting for a slot; past this, POST /api/runs answers 429."
     )
     default_timeout: float = Field(
-        3600, gt=0, description="Seconds a container may run when a run gives no timeout."
+        3600,
+        gt=0,
+        le=365 * 24 * 3600,
+        description="Seconds a container may run when a run gives no timeout.",
     )
     pull_stall_timeout: float = Field(
         300, gt=0, description="Seconds a pull may go without any progress before it fails."

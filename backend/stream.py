@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -43,10 +44,10 @@ async def run_events(
     after: Annotated[int | None, Query(ge=0, description="Only events after this id.")] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
-    record = runner.get(run_id)
-    log = runner.events(run_id)
+    # Off the loop: a finished run's log is indexed from its file on first use.
+    log = await asyncio.to_thread(runner.events, run_id)
     cursor = _resume_point(last_event_id, after)
-    if record.status.terminal and cursor >= record.last_event_id:
+    if log.finished and cursor >= log.last_id:
         return Response(status_code=204)
 
     return EventSourceResponse(

@@ -23,6 +23,7 @@ from tests.support.server import ServerProcess
         ({"image": "busybox", "memory": "1k"}, "memory", "at least"),
         ({"image": "busybox", "pull": "sometimes"}, "pull", "missing"),
         ({"image": "busybox", "timeout": -1}, "timeout", "greater than 0"),
+        ({"image": "busybox", "timeout": 1e10}, "timeout", "less than or equal"),
         ({"image": "busybox", "command": "echo 'unclosed"}, "command", "shell"),
         ({"image": "busybox", "platform": "linux amd64"}, "platform", "os[/arch"),
         ({"image": "busybox", "registry_auth": {"username": "u"}}, "registry_auth", "password"),

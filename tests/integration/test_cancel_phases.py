@@ -96,3 +96,32 @@ def test_cancel_in_phase(
     assert done["error"] == {"phase": phase, "message": "canceled by request"}
     assert not [e for e in events if e.type == "status" and e.data["status"] == "running"]
     assert containers_of(docker_api, record["id"]) == []
+
+
+def test_a_failure_while_finishing_still_ends_the_run_and_keeps_the_worker(
+    gated: tuple[Gate, httpx.Client], image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The final save fails once (say, the disk is full): the log still gets its
+    `done`, and the worker goes on to run the next run."""
+    from backend.store import RunStore
+
+    real_save = RunStore.save
+    failed: list[str] = []
+
+    def flaky_save(self: RunStore, record: Any) -> None:
+        if record.status.terminal and not failed:
+            failed.append(record.id)
+            raise OSError("disk full (simulated)")
+        real_save(self, record)
+
+    monkeypatch.setattr(RunStore, "save", flaky_save)
+    _, client = gated
+    first = start(client, image=image, command=["echo", "one"])
+    events = collect(client, first["links"]["events"], timeout=30)
+    assert events[-1].type == "done" and events[-1].data["status"] == "succeeded"
+    assert failed == [first["id"]]
+    for _ in range(5):  # more runs than workers: none may be stuck
+        second = start(client, image=image, command=["echo", "two"])
+        assert collect(client, second["links"]["events"], timeout=30)[-1].data["status"] == (
+            "succeeded"
+        )

@@ -135,3 +135,48 @@ def test_output_past_max_log_bytes_is_counted_not_kept(tmp_path: Path, image: st
         text = client.get(run["links"]["logs"]).text
         assert len(text) <= 10_000
         assert run["status"] == "succeeded"
+
+
+def test_cancel_before_the_engine_answers_the_pull(
+    client: httpx.Client, registry: str, docker_api: docker.APIClient
+) -> None:
+    """A registry that never answers: the engine has not flushed a byte of the
+    pull yet, and the cancel still ends the run at once."""
+    with ThrottleProxy(registry, stall_after=0) as proxy:
+        ref = f"{proxy.address}/pullrun/layers:latest"
+        record = start(client, image=ref, pull="always")
+        wait_for_status(client, record["id"], "pulling")
+        time.sleep(0.5)
+        asked = time.monotonic()
+        assert client.post(f"/api/runs/{record['id']}/cancel").status_code == 202
+        events = collect(client, record["links"]["events"], timeout=30)
+        assert time.monotonic() - asked < 5
+        proxy.release()
+    done = events[-1].data
+    assert done["status"] == "canceled"
+    assert done["error"] == {"phase": "pull", "message": "canceled by request"}
+    assert client.get(record["links"]["self"]).json()["status"] == "canceled"
+    remove_image(docker_api, ref)
+
+
+def test_no_queue_room_still_runs_on_idle_workers(tmp_path: Path, image: str) -> None:
+    with (
+        ServerProcess(tmp_path / "data", max_queued_runs=0, max_concurrent_runs=2) as server,
+        httpx.Client(base_url=server.base_url) as client,
+    ):
+        run, _ = run_to_end(client, image=image, command=["echo", "ok"])
+        assert run["status"] == "succeeded"
+
+
+def test_nothing_counts_as_dropped_when_nothing_is_dropped(
+    client: httpx.Client, image: str
+) -> None:
+    for body in (
+        {"command": ["sh", "-c", "echo one; echo two"], "tty": True},
+        {"command": ["sh", "-c", "printf 'a\\r\\nb\\r\\n'"]},
+        {"command": ["echo", "héllo wörld"]},
+        {"command": ["sh", "-c", "printf 'part'; sleep 0.5; echo rest"]},
+    ):
+        _, events = run_to_end(client, image=image, **body)
+        assert events[-1].data["dropped_bytes"] == 0, body
+        assert events[-1].data["dropped_lines"] == 0, body
