@@ -12,20 +12,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .engine import DockerEngine, NotFoundError, OutputStream, PullStream, engine_message
+from .engine import DockerEngine, NotFoundError, PullStream, engine_message
 from .errors import EngineUnavailable, PipelineError
 from .eventlog import EventLog
 from .events import EventType, now_rfc3339
-from .frames import STDERR, FrameDecoder
-from .lines import LineAssembler, LogBatch
 from .models import PullPolicy, RegistryAuth, RunError, RunPublic, RunStatus
 from .progress import PullProgress
+from .relay import OutputRelay
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 10.0
-MAX_LINES_PER_EVENT = 5000
 EngineFactory = Callable[[], DockerEngine]
 
 
@@ -42,13 +40,6 @@ def done_data(record: RunPublic) -> dict[str, Any]:
         "dropped_lines": record.dropped_lines,
         "dropped_bytes": record.dropped_bytes,
     }
-
-
-def _text_bytes(lines: list[str], partial: bool) -> int:
-    """UTF-8 size of `lines` with a newline after each terminated one."""
-    if not lines:
-        return 0
-    return len("\n".join(lines).encode()) + (0 if partial else 1)
 
 
 class Canceled(Exception):
@@ -83,10 +74,6 @@ class RunPipeline:
         self._stopper: threading.Thread | None = None
         self._marks: dict[str, float] = {}
         self._created_mono = time.monotonic()
-        self._kept_bytes = 0
-        self._kept_through = 0
-        self._dropping = False
-        self._dropped_bytes = 0
         self._finished = False
         self._exited = False
 
@@ -218,7 +205,12 @@ class RunPipeline:
             timer.daemon = True
             timer.start()
             try:
-                self._relay_output(output, tty=spec.tty)
+                relay = OutputRelay(self.events, self.settings)
+                counts = relay.run(output, tty=spec.tty)
+                self.record.log_lines = counts.lines
+                self.record.log_bytes = counts.bytes
+                self.record.dropped_lines = counts.dropped_lines
+                self.record.dropped_bytes = counts.dropped_bytes
                 exit_code, wait_error = engine.wait(container_id)
                 with self._lock:
                     self._exited = True
@@ -331,84 +323,6 @@ class RunPipeline:
         self._mark_end("pull")
 
     # -- output --------------------------------------------------------------------
-
-    def _relay_output(self, output: OutputStream, *, tty: bool) -> None:
-        assembler = LineAssembler(self.settings.partial_line_delay)
-        frames = FrameDecoder()
-        while True:
-            deadline = assembler.next_deadline()
-            timeout = None if deadline is None else deadline - time.monotonic()
-            chunk = output.read(timeout)
-            now = time.monotonic()
-            if chunk is None:
-                self._emit_logs(assembler.flush_due(now))
-                continue
-            if not chunk:
-                break
-            batches: list[LogBatch] = []
-            if tty:
-                self.record.log_bytes += len(chunk)
-                batches = assembler.feed("tty", chunk, now)
-            else:
-                for stream_id, payload in frames.feed(chunk):
-                    self.record.log_bytes += len(payload)
-                    name = "stderr" if stream_id == STDERR else "stdout"
-                    batches.extend(assembler.feed(name, payload, now))
-            batches.extend(assembler.flush_due(now))
-            self._emit_logs(batches)
-        self._emit_logs(assembler.finish())
-        self.record.log_lines = assembler.line_count
-        self.record.dropped_lines = assembler.line_count - self._kept_through
-        self.record.dropped_bytes = self._dropped_bytes
-
-    def _emit_logs(self, batches: list[LogBatch]) -> None:
-        for batch in batches:
-            if self._dropping:
-                self._dropped_bytes += _text_bytes(batch.lines, batch.partial)
-                continue
-            size = _text_bytes(batch.lines, batch.partial)
-            if self._kept_bytes + size > self.settings.max_log_bytes:
-                batch = self._start_dropping(batch)
-                size = _text_bytes(batch.lines, batch.partial)
-                if not batch.lines:
-                    continue
-            self._kept_bytes += size
-            lines = batch.lines
-            for start in range(0, len(lines), MAX_LINES_PER_EVENT):
-                part = lines[start : start + MAX_LINES_PER_EVENT]
-                more = start + MAX_LINES_PER_EVENT < len(lines)
-                self.events.append(
-                    EventType.LOG,
-                    {
-                        "stream": batch.stream,
-                        "first": batch.first + start,
-                        "lines": part,
-                        "partial": batch.partial and not more,
-                    },
-                )
-            self._kept_through = max(self._kept_through, batch.first + len(lines) - 1)
-
-    def _start_dropping(self, batch: LogBatch) -> LogBatch:
-        """Keep the whole lines of `batch` that fit under max_log_bytes; drop the rest."""
-        limit = self.settings.max_log_bytes
-        self._dropping = True
-        self.events.append(
-            EventType.NOTICE,
-            {
-                "message": f"output past max_log_bytes ({limit} bytes) is being dropped: "
-                "further lines are counted but neither streamed nor kept"
-            },
-        )
-        room = limit - self._kept_bytes
-        keep = 0
-        for line in batch.lines:
-            room -= len(line.encode()) + 1
-            if room < 0:
-                break
-            keep += 1
-        dropped = batch.lines[keep:]
-        self._dropped_bytes += _text_bytes(dropped, batch.partial)
-        return LogBatch(batch.stream, batch.first, batch.lines[:keep], False)
 
     # -- bookkeeping ---------------------------------------------------------------
 

@@ -1,0 +1,127 @@
+"""A running container's output -> `log` events, bounded by max_log_bytes.
+
+Reads the attach stream (poll with the partial-line deadline as timeout),
+reassembles lines across frames and appends them as `log` events; past
+`max_log_bytes` lines are counted but neither streamed nor kept.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .engine import OutputStream
+from .eventlog import EventLog
+from .events import EventType
+from .frames import STDERR, FrameDecoder
+from .lines import LineAssembler, LogBatch
+from .settings import Settings
+
+MAX_LINES_PER_EVENT = 5000
+
+
+@dataclass(frozen=True)
+class OutputCounts:
+    lines: int
+    bytes: int  # raw bytes the container printed
+    dropped_lines: int
+    dropped_bytes: int  # UTF-8 size of the dropped lines, one byte per line end
+
+
+def _text_bytes(lines: list[str], partial: bool) -> int:
+    """UTF-8 size of `lines` with a newline after each terminated one."""
+    if not lines:
+        return 0
+    return len("\n".join(lines).encode()) + (0 if partial else 1)
+
+
+class OutputRelay:
+    def __init__(self, events: EventLog, settings: Settings) -> None:
+        self.events = events
+        self.settings = settings
+        self._raw_bytes = 0
+        self._kept_bytes = 0
+        self._kept_through = 0  # highest line number streamed
+        self._dropping = False
+        self._dropped_bytes = 0
+
+    def run(self, output: OutputStream, *, tty: bool) -> OutputCounts:
+        """Relay until the stream ends; flush the last, unterminated lines."""
+        assembler = LineAssembler(self.settings.partial_line_delay)
+        frames = FrameDecoder()
+        while True:
+            deadline = assembler.next_deadline()
+            timeout = None if deadline is None else deadline - time.monotonic()
+            chunk = output.read(timeout)
+            now = time.monotonic()
+            if chunk is None:
+                self._emit(assembler.flush_due(now))
+                continue
+            if not chunk:
+                break
+            batches: list[LogBatch] = []
+            if tty:
+                self._raw_bytes += len(chunk)
+                batches = assembler.feed("tty", chunk, now)
+            else:
+                for stream_id, payload in frames.feed(chunk):
+                    self._raw_bytes += len(payload)
+                    name = "stderr" if stream_id == STDERR else "stdout"
+                    batches.extend(assembler.feed(name, payload, now))
+            batches.extend(assembler.flush_due(now))
+            self._emit(batches)
+        self._emit(assembler.finish())
+        return OutputCounts(
+            lines=assembler.line_count,
+            bytes=self._raw_bytes,
+            dropped_lines=assembler.line_count - self._kept_through,
+            dropped_bytes=self._dropped_bytes,
+        )
+
+    def _emit(self, batches: list[LogBatch]) -> None:
+        for batch in batches:
+            if self._dropping:
+                self._dropped_bytes += _text_bytes(batch.lines, batch.partial)
+                continue
+            size = _text_bytes(batch.lines, batch.partial)
+            if self._kept_bytes + size > self.settings.max_log_bytes:
+                batch = self._start_dropping(batch)
+                size = _text_bytes(batch.lines, batch.partial)
+                if not batch.lines:
+                    continue
+            self._kept_bytes += size
+            lines = batch.lines
+            for start in range(0, len(lines), MAX_LINES_PER_EVENT):
+                part = lines[start : start + MAX_LINES_PER_EVENT]
+                more = start + MAX_LINES_PER_EVENT < len(lines)
+                self.events.append(
+                    EventType.LOG,
+                    {
+                        "stream": batch.stream,
+                        "first": batch.first + start,
+                        "lines": part,
+                        "partial": batch.partial and not more,
+                    },
+                )
+            self._kept_through = max(self._kept_through, batch.first + len(lines) - 1)
+
+    def _start_dropping(self, batch: LogBatch) -> LogBatch:
+        """Keep the whole lines of `batch` that fit under max_log_bytes; drop the rest."""
+        limit = self.settings.max_log_bytes
+        self._dropping = True
+        self.events.append(
+            EventType.NOTICE,
+            {
+                "message": f"output past max_log_bytes ({limit} bytes) is being dropped: "
+                "further lines are counted but neither streamed nor kept"
+            },
+        )
+        room = limit - self._kept_bytes
+        keep = 0
+        for line in batch.lines:
+            room -= len(line.encode()) + 1
+            if room < 0:
+                break
+            keep += 1
+        self._dropped_bytes += _text_bytes(batch.lines[keep:], batch.partial)
+        return LogBatch(batch.stream, batch.first, batch.lines[:keep], False)
