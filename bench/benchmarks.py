@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support.server import free_port
+
 from .driver import (
     ROOT,
     BenchError,
@@ -27,7 +29,6 @@ from .driver import (
     cpu_seconds,
     docker,
     docker_quiet,
-    free_port,
     log,
     median,
     mib,

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+from tests.support.server import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 1 << 20
@@ -45,75 +44,8 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class BenchServer:
-    """`python -m backend.cli serve` on 127.0.0.1 with its own data dir and settings.
-
-    `root` is the source tree the server runs from (the repo by default; a tree
-    exported from another commit compares two versions of the server).
-    """
-
-    def __init__(self, data_dir: Path, root: Path | None = None, **settings: Any) -> None:
-        self.data_dir = data_dir
-        self.root = root or ROOT
-        self.settings = settings
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir.parent / f"server-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> BenchServer:
-        env = dict(os.environ)
-        env.update({f"PULLRUN_{k.upper()}": str(v) for k, v in self.settings.items()})
-        env.update(
-            PULLRUN_DATA_DIR=str(self.data_dir),
-            PULLRUN_HOST="127.0.0.1",
-            PULLRUN_PORT=str(self.port),
-        )
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log_file:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "backend.cli", "serve", "--log-level", "warning"],
-                cwd=self.root,
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"the server exited: {self.log()[-2000:]}")
-            try:
-                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        self.stop()
-        raise BenchError(f"the server did not start: {self.log()[-2000:]}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self) -> None:
-        """SIGTERM (a graceful shutdown), SIGKILL if it takes over a minute."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+# The benchmarks start the server exactly as the tests do.
+BenchServer = ServerProcess
 
 
 SERVER_ROOT: Path | None = None  # set by --server-root
@@ -129,7 +61,7 @@ def bench_server(
     out) into `profile/<name>.txt` (collapsed stacks) until it stops.
     """
     root = Path(tempfile.mkdtemp(prefix=f"pullrun-bench-{name}-"))
-    server = BenchServer(data_dir or (root / "data"), SERVER_ROOT, **settings)
+    server = BenchServer(data_dir or (root / "data"), root=SERVER_ROOT, **settings)
     server.log_path = root / "server.log"
     spy: subprocess.Popen[bytes] | None = None
     try:

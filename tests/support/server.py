@@ -23,10 +23,21 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`pullrun serve` on 127.0.0.1 with its own data dir and settings."""
+    """`pullrun serve` on 127.0.0.1 with its own data dir and settings.
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, **settings: Any) -> None:
+    `root` is the source tree the server runs from (this repository by default;
+    the benchmarks can point it at a tree exported from another commit).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        root: Path | None = None,
+        **settings: Any,
+    ) -> None:
         self.data_dir = data_dir
+        self.root = root or ROOT
         self.extra_env = env or {}
         self.settings = settings
         self.port = free_port()
@@ -45,7 +56,7 @@ class ServerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "backend.cli", "serve", "--log-level", "warning"],
-            cwd=ROOT,
+            cwd=self.root,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
