@@ -92,9 +92,8 @@ def get_logs(
 ) -> StreamingResponse:
     """The full log as text, one line per line (also while the run is going)."""
     record = runner.get(run_id)
-    path = runner.settings.events_dir / f"{run_id}.events"
     return StreamingResponse(
-        log_text(path, stream),
+        log_text(runner.settings.events_file(run_id), stream),
         media_type="text/plain; charset=utf-8",
         headers={"Content-Disposition": f'inline; filename="pullrun-{record.id}.log"'},
     )

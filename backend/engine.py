@@ -27,9 +27,6 @@ MANAGED_LABEL = "pullrun.managed"
 RUN_LABEL = "pullrun.run"
 READ_SIZE = 256 * 1024
 
-EngineError = docker.errors.DockerException
-NotFoundError = docker.errors.NotFound
-
 
 def engine_message(exc: BaseException) -> str:
     """The engine's own words for a failure, without docker-py's URL noise."""

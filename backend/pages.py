@@ -18,7 +18,7 @@ from fastapi.templating import Jinja2Templates
 
 from .deps import RunnerDep
 from .errors import NotFound
-from .models import RunPublic, RunSpec
+from .models import RunPublic, RunSpec, RunStatus
 from .snapshot import Snapshot, build_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ PHASE_STATUS = {
     "start": "starting",
     "run": "running",
 }
-ACTIVE = ("queued", "pulling", "creating", "starting", "running")
+ACTIVE = tuple(status.value for status in RunStatus if not status.terminal)
 LAYER_LABELS = {
     "waiting": "waiting",
     "downloading": "downloading",
@@ -51,15 +51,20 @@ def shell_join(words: list[str] | None) -> str:
     return shlex.join(words) if words else ""
 
 
+def _parse_time(value: str) -> datetime | None:
+    """RFC 3339 as the events write it (`...Z`), or None."""
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 def format_time(value: str | None) -> str:
     """RFC 3339 -> `2026-11-27 21:57:15 UTC` (the script shows local, relative times)."""
     if not value:
         return ""
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return value
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    moment = _parse_time(value)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else value
 
 
 def format_duration(seconds: float | None) -> str:
@@ -121,22 +126,7 @@ def prefill(spec: RunSpec) -> dict[str, Any]:
     }
 
 
-EMPTY_FORM: dict[str, Any] = {
-    "image": "",
-    "command": "",
-    "entrypoint": "",
-    "env": "",
-    "labels": "",
-    "workdir": "",
-    "user": "",
-    "platform": "",
-    "pull": "missing",
-    "tty": False,
-    "timeout": "",
-    "memory": "",
-    "cpus": "",
-    "auto_remove": True,
-}
+EMPTY_FORM: dict[str, Any] = prefill(RunSpec.model_construct(image=""))  # the spec's defaults
 
 
 def run_json(run: RunPublic) -> dict[str, Any]:
@@ -221,10 +211,8 @@ def timeline(snapshot: Snapshot, run: RunPublic) -> list[dict[str, Any]]:
 
 
 def _seconds_between(start: str, end: str) -> float | None:
-    try:
-        a = datetime.fromisoformat(start.replace("Z", "+00:00"))
-        b = datetime.fromisoformat(end.replace("Z", "+00:00"))
-    except ValueError:
+    a, b = _parse_time(start), _parse_time(end)
+    if a is None or b is None:
         return None
     return max(0.0, (b - a).total_seconds())
 
@@ -232,9 +220,7 @@ def _seconds_between(start: str, end: str) -> float | None:
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(request: Request, run_id: str, runner: RunnerDep) -> HTMLResponse:
     run = runner.get(run_id)
-    snapshot = build_snapshot(
-        runner.settings.events_dir / f"{run_id}.events", tail_lines=TAIL_LINES
-    )
+    snapshot = build_snapshot(runner.settings.events_file(run_id), tail_lines=TAIL_LINES)
     done = snapshot.done
     status = done["status"] if done else (snapshot.status or run.status.value)
     view = {

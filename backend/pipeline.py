@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .engine import DockerEngine, NotFoundError, PullStream, engine_message
+from .engine import DockerEngine, PullStream, engine_message
 from .errors import EngineUnavailable, PipelineError
 from .eventlog import EventLog
 from .events import EventType, now_rfc3339
@@ -97,10 +97,6 @@ class RunPipeline:
         if container is not None:
             self._stop_container_async(container)
 
-    @property
-    def cancel_reason(self) -> str | None:
-        return self._cancel_reason
-
     def _check_canceled(self) -> None:
         if self._cancel_reason is not None:
             raise Canceled(self._cancel_reason)
@@ -129,7 +125,6 @@ class RunPipeline:
         """Run to the end; never raises; always appends `done`."""
         status = RunStatus.ERROR
         error: RunError | None = None
-        self._mark("queue")
         engine: DockerEngine | None = None
         try:
             self._check_canceled()
@@ -139,22 +134,12 @@ class RunPipeline:
             status = RunStatus.CANCELED
             error = RunError(phase=self._phase, message=exc.reason)
         except PipelineError as exc:
-            if self._cancel_reason is not None:
-                status, error = (
-                    RunStatus.CANCELED,
-                    RunError(phase=self._phase, message=self._cancel_reason),
-                )
-            else:
-                status, error = RunStatus.ERROR, RunError(phase=exc.phase, message=exc.message)
+            status, error = self._failed(exc.phase, exc.message)
         except EngineUnavailable as exc:
             error = RunError(phase=self._phase, message=exc.message)
         except Exception as exc:
             log.exception("run %s failed in %s", self.record.id, self._phase)
-            if self._cancel_reason is not None:
-                status = RunStatus.CANCELED
-                error = RunError(phase=self._phase, message=self._cancel_reason)
-            else:
-                error = RunError(phase=self._phase, message=engine_message(exc))
+            status, error = self._failed(self._phase, engine_message(exc))
         finally:
             if engine is not None:
                 try:
@@ -163,6 +148,13 @@ class RunPipeline:
                 except Exception:
                     log.exception("cleaning up run %s failed", self.record.id)
         self._finish(status, error)
+
+    def _failed(self, phase: str, message: str) -> tuple[RunStatus, RunError]:
+        """An error, unless a cancel caused it (by closing the pull or stopping
+        the container): then the run is canceled in the phase it had reached."""
+        if self._cancel_reason is not None:
+            return RunStatus.CANCELED, RunError(phase=self._phase, message=self._cancel_reason)
+        return RunStatus.ERROR, RunError(phase=phase, message=message)
 
     def _run(self, engine: DockerEngine) -> RunStatus:
         spec = self.record.spec
@@ -191,12 +183,9 @@ class RunPipeline:
             except Exception as exc:
                 raise PipelineError("start", engine_message(exc)) from exc
             if self._cancel_reason is not None:  # canceled while it was starting
-                stopper = self._stopper
-                if stopper is not None:
-                    stopper.join()  # it stopped a container not yet running: quick
-                self._stop_container_async(container_id)
                 if self._stopper is not None:
-                    self._stopper.join()
+                    self._stopper.join()  # it stopped a container not yet running: quick
+                engine.stop(container_id, STOP_GRACE)
                 raise Canceled(self._cancel_reason)
             self.record.started_at = now_rfc3339()
             self._enter("run", RunStatus.RUNNING)
@@ -273,10 +262,7 @@ class RunPipeline:
                 auth=auth,
                 stall_timeout=self.settings.pull_stall_timeout,
             )
-        except NotFoundError as exc:
-            raise PipelineError("pull", engine_message(exc)) from exc
-        except Exception as exc:
-            self._check_canceled()
+        except Exception as exc:  # before the first byte: the engine answered an error
             raise PipelineError("pull", engine_message(exc)) from exc
         with self._lock:
             self._pull_stream = stream
@@ -302,7 +288,6 @@ class RunPipeline:
         except PipelineError:
             raise
         except Exception as exc:
-            self._check_canceled()
             if "timed out" in str(exc).lower():
                 raise PipelineError(
                     "pull",
@@ -321,8 +306,6 @@ class RunPipeline:
         summary.update(progress.summary(), pulled=True)
         self.record.image_digest = progress.digest or engine.image_digest(spec.image)
         self._mark_end("pull")
-
-    # -- output --------------------------------------------------------------------
 
     # -- bookkeeping ---------------------------------------------------------------
 

@@ -28,15 +28,17 @@ class Layer:
     def finished(self) -> bool:
         return self.state in ("done", "exists")
 
+    @property
+    def download(self) -> float:
+        """How much of the layer has downloaded, 0..1 (0 for a cached layer)."""
+        if self.state in ("verifying", "downloaded", "extracting", "done"):
+            return 1.0
+        return min(self.downloaded / self.total, 1.0) if self.total else 0.0
+
     def fraction(self) -> float:
         if self.finished:
             return 1.0
-        download = 0.0
-        if self.state in ("verifying", "downloaded", "extracting"):
-            download = 1.0
-        elif self.total:
-            download = min(self.downloaded / self.total, 1.0)
-        return _DOWNLOAD_WEIGHT * download + (1 - _DOWNLOAD_WEIGHT) * self.extracted
+        return _DOWNLOAD_WEIGHT * self.download + (1 - _DOWNLOAD_WEIGHT) * self.extracted
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -99,9 +99,6 @@ class Runner:
             a.pipeline.record if a else r for a, r in zip(live, records, strict=True)
         ], next_cursor
 
-    def events_path(self, run_id: str) -> str:
-        return str(self.settings.events_dir / f"{run_id}.events")
-
     def events(self, run_id: str) -> EventLog:
         """The run's event log (live for active runs, loaded for finished ones)."""
         active = self._active.get(run_id)
@@ -110,7 +107,7 @@ class Runner:
         log_ = self._logs.get(run_id)
         if log_ is None:
             self.get(run_id)  # 404 for unknown runs
-            log_ = EventLog.load(self.settings.events_dir / f"{run_id}.events", self._loop)
+            log_ = EventLog.load(self.settings.events_file(run_id), self._loop)
             self._logs[run_id] = log_
             while len(self._logs) > _CACHED_LOGS:
                 self._logs.popitem(last=False)
@@ -138,7 +135,7 @@ class Runner:
             created_at=now_rfc3339(),
             links=links_for(run_id),
         )
-        events = EventLog(self.settings.events_dir / f"{run_id}.events", self._loop)
+        events = EventLog(self.settings.events_file(run_id), self._loop)
         pipeline = RunPipeline(
             record,
             events,
@@ -193,8 +190,7 @@ class Runner:
                 log.warning("could not remove container of %s: %s", run_id, exc)
         self.store.delete(run_id)
         self._logs.pop(run_id, None)
-        path = self.settings.events_dir / f"{run_id}.events"
-        path.unlink(missing_ok=True)
+        self.settings.events_file(run_id).unlink(missing_ok=True)
         # Called from a threadpool thread: the feed lives on the loop.
         self._loop.call_soon_threadsafe(self.feed.publish, {"id": run_id}, EventType.DELETED)
 
@@ -272,7 +268,7 @@ class Runner:
         recovered: list[str] = []
         for record in self.store.unfinished():
             was = record.status.value
-            path = self.settings.events_dir / f"{record.id}.events"
+            path = self.settings.events_file(record.id)
             events = EventLog.load(path, self._loop)
             done = build_snapshot(path).done if events.finished else None
             record.finished_at = record.finished_at or now_rfc3339()
@@ -283,14 +279,13 @@ class Runner:
                 record.oom_killed = done["oom_killed"]
                 record.error = RunError(**done["error"]) if done["error"] else None
                 record.last_event_id = events.last_id
-                self.store.save(record)
             else:
                 record.status = RunStatus.ERROR
                 record.error = RunError(
                     phase="interrupted", message=f"the server stopped while this run was {was}"
                 )
                 record.last_event_id = events.append(EventType.DONE, done_data(record))
-                self.store.save(record)
+            self.store.save(record)
             events.close()
             recovered.append(record.id)
         if recovered:

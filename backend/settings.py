@@ -47,3 +47,7 @@ class Settings(BaseSettings):
     @property
     def events_dir(self) -> Path:
         return self.data_dir / "events"
+
+    def events_file(self, run_id: str) -> Path:
+        """A run's event log: the SSE bytes its subscribers get."""
+        return self.events_dir / f"{run_id}.events"

@@ -58,20 +58,14 @@ class Snapshot:
 
 def _layer_view(progress: PullProgress, layer_id: str, data: dict[str, Any]) -> dict[str, Any]:
     layer = progress.layers[layer_id]
-    extract = layer.extracted if layer.state != "done" else 1.0
-    download = (
-        1.0
-        if layer.state in ("verifying", "downloaded", "extracting", "done")
-        else (min(layer.downloaded / layer.total, 1.0) if layer.total else 0.0)
-    )
     return {
         "id": layer_id,
         "state": layer.state,
         "status": data["status"],
         "current": data.get("current"),
         "total": layer.total,
-        "download": round(download, 4),
-        "extract": round(extract, 4),
+        "download": round(layer.download, 4),
+        "extract": round(layer.extracted, 4),  # "Pull complete" sets it to 1
     }
 
 
