@@ -12,9 +12,9 @@ import uvicorn
 from fastapi import FastAPI
 from sse_starlette.sse import AppStatus
 
-from .app import create_app
-from .runner import Runner
+from .runs.runner import Runner
 from .settings import Settings
+from .web.app import create_app
 
 
 class Server(uvicorn.Server):

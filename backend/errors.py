@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .models import Phase
+
 
 class PullrunError(Exception):
     status_code = 500
@@ -40,7 +45,7 @@ class EngineUnavailable(PullrunError):
 class PipelineError(Exception):
     """A run could not go on; becomes the `error` of its `done` event."""
 
-    def __init__(self, phase: str, message: str) -> None:
-        super().__init__(f"{phase}: {message}")
+    def __init__(self, phase: Phase, message: str) -> None:
+        super().__init__(f"{phase.value}: {message}")
         self.phase = phase
         self.message = message

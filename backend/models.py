@@ -47,6 +47,34 @@ TERMINAL_STATUSES = frozenset(
 )
 
 
+class Phase(StrEnum):
+    """Where a run is, or was when it ended (`RunError.phase`, `durations`)."""
+
+    QUEUE = "queue"
+    PULL = "pull"
+    CREATE = "create"
+    START = "start"
+    RUN = "run"
+    # Only in errors: the server stopped (or crashed) while the run was active.
+    INTERRUPTED = "interrupted"
+
+    @property
+    def status(self) -> RunStatus:
+        """The status a run has while in this phase."""
+        return PHASE_STATUS[self]
+
+
+PHASE_STATUS = {
+    Phase.QUEUE: RunStatus.QUEUED,
+    Phase.PULL: RunStatus.PULLING,
+    Phase.CREATE: RunStatus.CREATING,
+    Phase.START: RunStatus.STARTING,
+    Phase.RUN: RunStatus.RUNNING,
+}
+# The pipeline's phases, in order: what the run page's timeline shows.
+PIPELINE_PHASES = tuple(PHASE_STATUS)
+
+
 class PullPolicy(StrEnum):
     MISSING = "missing"
     ALWAYS = "always"
@@ -178,7 +206,7 @@ class RunCreate(RunSpec):
 
 
 class RunError(BaseModel):
-    phase: str
+    phase: Phase
     message: str
 
 
@@ -198,7 +226,7 @@ class RunLinks(BaseModel):
     page: str
 
 
-class RunPublic(BaseModel):
+class RunRecord(BaseModel):
     id: str
     status: RunStatus
     spec: RunSpec
@@ -221,7 +249,7 @@ class RunPublic(BaseModel):
 
 
 class RunList(BaseModel):
-    runs: list[RunPublic]
+    runs: list[RunRecord]
     next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
 
 

@@ -390,8 +390,8 @@ def _seed_history(data_dir: Path, template: dict[str, Any], events: bytes, count
     run's (tiny) event file; one in ten is `failed` so status filters have
     something to find.
     """
-    from backend.models import RunPublic
-    from backend.store import RunStore
+    from backend.models import RunRecord
+    from backend.storage.store import RunStore
 
     t0 = time.monotonic()
     store = RunStore(data_dir / "pullrun.db")
@@ -412,7 +412,7 @@ def _seed_history(data_dir: Path, template: dict[str, Any], events: bytes, count
             )
             if n % 10 == 9:
                 clone.update(status="failed", exit_code=1)
-            store.insert(RunPublic.model_validate(clone))
+            store.insert(RunRecord.model_validate(clone))
             (events_dir / f"{run_id}.events").write_bytes(events)
     finally:
         store.close()
@@ -438,7 +438,7 @@ def history(cfg: Config) -> list[Row]:
         del got
         import orjson
 
-        from backend.store import RunStore
+        from backend.storage.store import RunStore
 
         store = RunStore(data_dir / "pullrun.db")
         record = store.get(run_id)

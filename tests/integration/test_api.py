@@ -139,5 +139,5 @@ def test_openapi_documents_the_api(client: httpx.Client) -> None:
     for path in ("/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/events", "/api/events"):
         assert path in spec["paths"]
     assert "registry_auth" in spec["components"]["schemas"]["RunCreate"]["properties"]
-    assert "registry_auth" not in spec["components"]["schemas"]["RunPublic"]["properties"]
+    assert "registry_auth" not in spec["components"]["schemas"]["RunRecord"]["properties"]
     assert client.get("/docs").status_code == 200

@@ -14,9 +14,9 @@ import httpx
 import pytest
 import uvicorn
 
-from backend.app import create_app
-from backend.engine import DockerEngine
+from backend.engines.docker import DockerEngine
 from backend.settings import Settings
+from backend.web.app import create_app
 from tests.support.runs import containers_of, start
 from tests.support.server import free_port
 from tests.support.sse import collect
@@ -103,7 +103,7 @@ def test_a_failure_while_finishing_still_ends_the_run_and_keeps_the_worker(
 ) -> None:
     """The final save fails once (say, the disk is full): the log still gets its
     `done`, and the worker goes on to run the next run."""
-    from backend.store import RunStore
+    from backend.storage.store import RunStore
 
     real_save = RunStore.save
     failed: list[str] = []

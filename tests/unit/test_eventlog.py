@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend.eventlog import EventLog
 from backend.events import decode_events, encode_event
+from backend.storage.eventlog import EventLog
 
 T = TypeVar("T")
 

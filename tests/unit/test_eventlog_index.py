@@ -10,8 +10,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend.eventlog import EventLog
 from backend.events import encode_event
+from backend.storage.eventlog import EventLog
 
 _TEXT = st.text(alphabet=st.sampled_from("ab\r\n\u00e9 :"), max_size=12)
 _EVENT = st.one_of(

@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from backend.eventlog import RunFeed
 from backend.events import decode_events
+from backend.storage.eventlog import RunFeed
 
 T = TypeVar("T")
 BOOT = "1a2b3c4d"

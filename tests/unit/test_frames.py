@@ -8,7 +8,7 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend.frames import STDERR, STDOUT, FrameDecoder
+from backend.engines.frames import STDERR, STDOUT, FrameDecoder
 
 
 def frame(stream: int, payload: bytes) -> bytes:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from backend.lines import LineAssembler, LogBatch
+from backend.runs.lines import LineAssembler, LogBatch
 
 DELAY = 0.25
 

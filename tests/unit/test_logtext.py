@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backend.events import encode_event
-from backend.lines import LineAssembler, LogBatch
-from backend.logtext import log_text
+from backend.runs.lines import LineAssembler, LogBatch
+from backend.storage.logtext import log_text
 
 Event = tuple[str, dict[str, Any]]
 

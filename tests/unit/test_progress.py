@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend.progress import PullProgress
+from backend.runs.progress import PullProgress
 
 PULLS = Path(__file__).resolve().parents[1] / "fixtures" / "pulls"
 STREAMS = sorted(PULLS.glob("*.jsonl"))

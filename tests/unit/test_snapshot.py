@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from backend.events import encode_event
-from backend.snapshot import build_snapshot
+from backend.web.snapshot import build_snapshot
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pulls"
 
@@ -83,7 +83,7 @@ def test_missing_file_is_an_empty_snapshot(tmp_path: Path) -> None:
 
 
 def test_pull_layers_from_a_recorded_stream(tmp_path: Path) -> None:
-    from backend.progress import PullProgress
+    from backend.runs.progress import PullProgress
 
     progress = PullProgress()
     events: list[tuple[str, object]] = []

@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .engine import OutputStream
-from .eventlog import EventLog
-from .events import EventType
-from .frames import STDERR, FrameDecoder
+from ..engines import OutputStream
+from ..engines.frames import STDERR, FrameDecoder
+from ..events import EventType
+from ..settings import Settings
+from ..storage.eventlog import EventLog
 from .lines import LineAssembler, LogBatch
-from .settings import Settings
 
 MAX_LINES_PER_EVENT = 5000
 

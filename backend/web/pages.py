@@ -16,25 +16,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from ..errors import NotFound
+from ..models import PIPELINE_PHASES, Phase, RunRecord, RunSpec, RunStatus
 from .deps import RunnerDep
-from .errors import NotFound
-from .models import RunPublic, RunSpec, RunStatus
 from .snapshot import Snapshot, build_snapshot
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 templates = Jinja2Templates(directory=str(ROOT / "templates"))
 router = APIRouter(include_in_schema=False)
 
 PAGE_SIZE = 50
 TAIL_LINES = 1000
-PHASES = ("queue", "pull", "create", "start", "run")
-PHASE_STATUS = {
-    "queue": "queued",
-    "pull": "pulling",
-    "create": "creating",
-    "start": "starting",
-    "run": "running",
-}
+PHASES = PIPELINE_PHASES
 ACTIVE = tuple(status.value for status in RunStatus if not status.terminal)
 LAYER_LABELS = {
     "waiting": "waiting",
@@ -129,7 +122,7 @@ def prefill(spec: RunSpec) -> dict[str, Any]:
 EMPTY_FORM: dict[str, Any] = prefill(RunSpec.model_construct(image=""))  # the spec's defaults
 
 
-def run_json(run: RunPublic) -> dict[str, Any]:
+def run_json(run: RunRecord) -> dict[str, Any]:
     return run.model_dump(mode="json")
 
 
@@ -163,7 +156,7 @@ def index(request: Request, runner: RunnerDep) -> HTMLResponse:
     )
 
 
-def timeline(snapshot: Snapshot, run: RunPublic) -> list[dict[str, Any]]:
+def timeline(snapshot: Snapshot, run: RunRecord) -> list[dict[str, Any]]:
     """Each phase with its state (pending|active|done|skipped|failed) and duration.
 
     Durations come from `done` when the run has ended, else from the status
@@ -171,12 +164,12 @@ def timeline(snapshot: Snapshot, run: RunPublic) -> list[dict[str, Any]]:
     """
     done = snapshot.done
     at = snapshot.status_at
-    entered = [p for p in PHASES if PHASE_STATUS[p] in at]
+    entered = [p for p in PHASES if p.status in at]
     error = (done or {}).get("error") or {}
-    failed_phase = None
+    failed_phase: str | None = None
     if done and done.get("status") != "succeeded":
         # A non-zero exit or a timeout has no error: the run phase is what failed.
-        failed_phase = error.get("phase") or "run"
+        failed_phase = error.get("phase") or Phase.RUN
     durations: dict[str, Any] = (done or {}).get("durations") or {}
     current = entered[-1] if entered and not done else None
     out = []
@@ -186,9 +179,9 @@ def timeline(snapshot: Snapshot, run: RunPublic) -> list[dict[str, Any]]:
             if done is not None:
                 seconds = durations.get(phase)
             else:
-                later = [PHASE_STATUS[p] for p in entered if PHASES.index(p) > PHASES.index(phase)]
+                later = [p.status for p in entered if PHASES.index(p) > PHASES.index(phase)]
                 if later:
-                    seconds = _seconds_between(at[PHASE_STATUS[phase]], at[later[0]])
+                    seconds = _seconds_between(at[phase.status], at[later[0]])
         if phase == failed_phase:
             state = "failed"
         elif phase == current:
@@ -201,10 +194,10 @@ def timeline(snapshot: Snapshot, run: RunPublic) -> list[dict[str, Any]]:
             state = "pending"
         out.append(
             {
-                "name": phase,
+                "name": phase.value,
                 "state": state,
                 "seconds": seconds,
-                "at": at.get(PHASE_STATUS[phase]),
+                "at": at.get(phase.status),
             }
         )
     return out

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from .events import EventType, encode_event
+from ..events import EventType, encode_event
 
 READ_CHUNK = 1 << 20
 

@@ -12,22 +12,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .engine import DockerEngine, PullStream, engine_message
-from .errors import EngineUnavailable, PipelineError
-from .eventlog import EventLog
-from .events import EventType, now_rfc3339
-from .models import PullPolicy, RegistryAuth, RunError, RunPublic, RunStatus
+from ..engines import DockerEngine, Engine, EngineFactory, PullStream, engine_message
+from ..errors import EngineUnavailable, PipelineError
+from ..events import EventType, now_rfc3339
+from ..models import Phase, PullPolicy, RegistryAuth, RunError, RunRecord, RunStatus
+from ..settings import Settings
+from ..storage.eventlog import EventLog
 from .progress import PullProgress
 from .relay import OutputRelay
-from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 10.0
-EngineFactory = Callable[[], DockerEngine]
 
 
-def done_data(record: RunPublic) -> dict[str, Any]:
+def done_data(record: RunRecord) -> dict[str, Any]:
     """The `done` event of a finished record (docs/api.md)."""
     return {
         "status": record.status.value,
@@ -51,13 +50,13 @@ class Canceled(Exception):
 class RunPipeline:
     def __init__(
         self,
-        record: RunPublic,
+        record: RunRecord,
         events: EventLog,
         settings: Settings,
         *,
         auth: RegistryAuth | None = None,
         engine_factory: EngineFactory = DockerEngine,
-        save: Callable[[RunPublic], None] = lambda record: None,
+        save: Callable[[RunRecord], None] = lambda record: None,
     ) -> None:
         self.record = record
         self.events = events
@@ -68,11 +67,11 @@ class RunPipeline:
         self._lock = threading.Lock()
         self._cancel_reason: str | None = None
         self._timed_out = False
-        self._phase = "queue"
+        self._phase = Phase.QUEUE
         self._pull_stream: PullStream | None = None
         self._container_id: str | None = None
         self._stopper: threading.Thread | None = None
-        self._marks: dict[str, float] = {}
+        self._marks: dict[Phase, float] = {}
         self._created_mono = time.monotonic()
         self._finished = False
         self._exited = False
@@ -85,15 +84,15 @@ class RunPipeline:
                 return
             self._cancel_reason = reason
             pull = self._pull_stream
-            waiting_for_pull = self._phase == "pull" and pull is None
-            container = self._container_id if self._phase in ("start", "run") else None
+            waiting_for_pull = self._phase == Phase.PULL and pull is None
+            container = self._container_id if self._phase in (Phase.START, Phase.RUN) else None
         if pull is not None:
             pull.close()
         if waiting_for_pull:
             # The engine has not answered the pull yet (it resolves the manifest
             # first) and there is no socket to shut down: end the run now. The
             # worker drops the pull when the engine answers.
-            self._finish(RunStatus.CANCELED, RunError(phase="pull", message=reason))
+            self._finish(RunStatus.CANCELED, RunError(phase=Phase.PULL, message=reason))
         if container is not None:
             self._stop_container_async(container)
 
@@ -125,7 +124,7 @@ class RunPipeline:
         """Run to the end; never raises; always appends `done`."""
         status = RunStatus.ERROR
         error: RunError | None = None
-        engine: DockerEngine | None = None
+        engine: Engine | None = None
         try:
             self._check_canceled()
             engine = self._engine_factory()
@@ -149,46 +148,46 @@ class RunPipeline:
                     log.exception("cleaning up run %s failed", self.record.id)
         self._finish(status, error)
 
-    def _failed(self, phase: str, message: str) -> tuple[RunStatus, RunError]:
+    def _failed(self, phase: Phase, message: str) -> tuple[RunStatus, RunError]:
         """An error, unless a cancel caused it (by closing the pull or stopping
         the container): then the run is canceled in the phase it had reached."""
         if self._cancel_reason is not None:
             return RunStatus.CANCELED, RunError(phase=self._phase, message=self._cancel_reason)
         return RunStatus.ERROR, RunError(phase=phase, message=message)
 
-    def _run(self, engine: DockerEngine) -> RunStatus:
+    def _run(self, engine: Engine) -> RunStatus:
         spec = self.record.spec
         self._pull(engine)
         self._check_canceled()
 
-        self._enter("create", RunStatus.CREATING)
+        self._enter(Phase.CREATE)
         try:
             container_id = engine.create(self.record.id, spec, name=f"pullrun-{self.record.id}")
         except Exception as exc:
-            raise PipelineError("create", engine_message(exc)) from exc
+            raise PipelineError(Phase.CREATE, engine_message(exc)) from exc
         with self._lock:
             self._container_id = container_id
         self.record.container_id = container_id
         self._check_canceled()
 
-        self._enter("start", RunStatus.STARTING)
+        self._enter(Phase.START)
         try:
             output = engine.attach(container_id)
         except Exception as exc:
-            raise PipelineError("start", engine_message(exc)) from exc
+            raise PipelineError(Phase.START, engine_message(exc)) from exc
         try:
             self._check_canceled()
             try:
                 engine.start(container_id)
             except Exception as exc:
-                raise PipelineError("start", engine_message(exc)) from exc
+                raise PipelineError(Phase.START, engine_message(exc)) from exc
             if self._cancel_reason is not None:  # canceled while it was starting
                 if self._stopper is not None:
                     self._stopper.join()  # it stopped a container not yet running: quick
                 engine.stop(container_id, STOP_GRACE)
                 raise Canceled(self._cancel_reason)
             self.record.started_at = now_rfc3339()
-            self._enter("run", RunStatus.RUNNING)
+            self._enter(Phase.RUN)
             timeout = spec.timeout or self.settings.default_timeout
             timer = threading.Timer(timeout, self._on_timeout, args=(container_id,))
             timer.daemon = True
@@ -207,7 +206,7 @@ class RunPipeline:
                 timer.cancel()
         finally:
             output.close()
-        self._mark_end("run")
+        self._mark_end(Phase.RUN)
         state = engine.inspect(container_id).get("State", {})
         self.record.exit_code = exit_code
         self.record.oom_killed = bool(state.get("OOMKilled"))
@@ -235,7 +234,7 @@ class RunPipeline:
 
     # -- pull ----------------------------------------------------------------------
 
-    def _pull(self, engine: DockerEngine) -> None:
+    def _pull(self, engine: Engine) -> None:
         spec = self.record.spec
         policy = spec.pull
         summary: dict[str, Any] = {"policy": policy.value, "pulled": False}
@@ -244,15 +243,15 @@ class RunPipeline:
             try:
                 present = engine.image_present(spec.image)
             except Exception as exc:
-                raise PipelineError("pull", engine_message(exc)) from exc
+                raise PipelineError(Phase.PULL, engine_message(exc)) from exc
             if not present and policy == PullPolicy.NEVER:
                 raise PipelineError(
-                    "pull", f"image {spec.image} is not present and the pull policy is never"
+                    Phase.PULL, f"image {spec.image} is not present and the pull policy is never"
                 )
             if present:
                 self.record.image_digest = engine.image_digest(spec.image)
                 return
-        self._enter("pull", RunStatus.PULLING)
+        self._enter(Phase.PULL)
         progress = PullProgress()
         auth = self._auth.model_dump(exclude_none=True) if self._auth else None
         try:
@@ -263,7 +262,7 @@ class RunPipeline:
                 stall_timeout=self.settings.pull_stall_timeout,
             )
         except Exception as exc:  # before the first byte: the engine answered an error
-            raise PipelineError("pull", engine_message(exc)) from exc
+            raise PipelineError(Phase.PULL, engine_message(exc)) from exc
         with self._lock:
             self._pull_stream = stream
         if self._cancel_reason is not None:
@@ -278,7 +277,7 @@ class RunPipeline:
                     data["error"] = True
                     data["message"] = text
                     self.events.append(EventType.PULL, data)
-                    raise PipelineError("pull", text)
+                    raise PipelineError(Phase.PULL, text)
                 self.events.append(EventType.PULL, data)
                 if data["status"].startswith("Retrying in"):
                     layer = data["layer"] or "?"
@@ -290,10 +289,10 @@ class RunPipeline:
         except Exception as exc:
             if "timed out" in str(exc).lower():
                 raise PipelineError(
-                    "pull",
+                    Phase.PULL,
                     f"no pull progress for {self.settings.pull_stall_timeout:g}s: pull abandoned",
                 ) from exc
-            raise PipelineError("pull", engine_message(exc)) from exc
+            raise PipelineError(Phase.PULL, engine_message(exc)) from exc
         finally:
             with self._lock:
                 self._pull_stream = None
@@ -302,23 +301,24 @@ class RunPipeline:
         if not progress.complete:
             # The stream ended without its closing "Status:" line: the pull did
             # not finish, whatever the daemon said before.
-            raise PipelineError("pull", "the pull stream ended before the pull completed")
+            raise PipelineError(Phase.PULL, "the pull stream ended before the pull completed")
         summary.update(progress.summary(), pulled=True)
         self.record.image_digest = progress.digest or engine.image_digest(spec.image)
-        self._mark_end("pull")
+        self._mark_end(Phase.PULL)
 
     # -- bookkeeping ---------------------------------------------------------------
 
-    def _mark(self, phase: str) -> None:
+    def _mark(self, phase: Phase) -> None:
         self._marks[phase] = time.monotonic()
 
-    def _mark_end(self, phase: str) -> None:
+    def _mark_end(self, phase: Phase) -> None:
         started = self._marks.get(phase)
         if started is not None:
             setattr(self.record.durations, phase, round(time.monotonic() - started, 4))
 
-    def _enter(self, phase: str, status: RunStatus) -> None:
-        if self._phase == "queue":
+    def _enter(self, phase: Phase) -> None:
+        status = phase.status
+        if self._phase == Phase.QUEUE:
             self.record.durations.queue = round(time.monotonic() - self._created_mono, 4)
         else:
             self._mark_end(self._phase)
@@ -330,7 +330,7 @@ class RunPipeline:
         self.record.last_event_id = self.events.last_id
         self._save(self.record)
 
-    def _cleanup(self, engine: DockerEngine) -> None:
+    def _cleanup(self, engine: Engine) -> None:
         container_id = self._container_id
         if self._stopper is not None:
             self._stopper.join(STOP_GRACE + 30)
@@ -353,7 +353,7 @@ class RunPipeline:
             if record.durations.queue is None:
                 record.durations.queue = round(time.monotonic() - self._created_mono, 4)
             if (
-                self._phase in ("pull", "create", "start")
+                self._phase in (Phase.PULL, Phase.CREATE, Phase.START)
                 and getattr(record.durations, self._phase) is None
             ):
                 self._mark_end(self._phase)

@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from .runner import Runner
-from .settings import Settings
+from ..engines import EngineFactory
+from ..runs.runner import Runner
+from ..settings import Settings
 
 
 def get_runner(request: Request) -> Runner:
@@ -20,5 +21,11 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
+def get_engine_factory(request: Request) -> EngineFactory:
+    factory: EngineFactory = request.app.state.engine_factory
+    return factory
+
+
+EngineFactoryDep = Annotated[EngineFactory, Depends(get_engine_factory)]
 RunnerDep = Annotated[Runner, Depends(get_runner)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

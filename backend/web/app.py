@@ -16,17 +16,16 @@ from fastapi.staticfiles import StaticFiles
 from sse_starlette.sse import AppStatus
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..engines import DockerEngine, EngineFactory
+from ..errors import PullrunError
+from ..runs.runner import Runner
+from ..settings import Settings
+from ..storage.eventlog import RunFeed
+from ..storage.store import RunStore
 from . import api, pages, stream
-from .engine import DockerEngine
-from .errors import PullrunError
-from .eventlog import RunFeed
-from .pipeline import EngineFactory
-from .runner import Runner
-from .settings import Settings
-from .store import RunStore
 
 log = logging.getLogger(__name__)
-STATIC = Path(__file__).resolve().parent.parent / "static"
+STATIC = Path(__file__).resolve().parents[2] / "static"
 
 
 def _wants_json(request: Request) -> bool:
@@ -103,6 +102,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.engine_factory = engine_factory
     install_error_handlers(app)
     app.include_router(api.router)
     app.include_router(stream.router)

@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from sse_starlette import EventSourceResponse
 
+from ..models import ErrorResponse
 from .deps import RunnerDep, SettingsDep
-from .models import ErrorResponse
 
 router = APIRouter()
 

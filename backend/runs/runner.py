@@ -11,15 +11,15 @@ import threading
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from .engine import DockerEngine
-from .errors import Conflict, NotFound, QueueFull, ShuttingDown
-from .eventlog import EventLog, RunFeed, Subscribers
-from .events import EventType, now_rfc3339
-from .models import RunCreate, RunError, RunLinks, RunPublic, RunSpec, RunStatus
-from .pipeline import EngineFactory, RunPipeline, done_data
-from .settings import Settings
-from .snapshot import build_snapshot
-from .store import RunStore
+from ..engines import DockerEngine, EngineFactory
+from ..errors import Conflict, NotFound, QueueFull, ShuttingDown
+from ..events import EventType, now_rfc3339
+from ..models import Phase, RunCreate, RunError, RunLinks, RunRecord, RunSpec, RunStatus
+from ..settings import Settings
+from ..storage.eventlog import EventLog, RunFeed, Subscribers
+from ..storage.store import RunStore
+from ..web.snapshot import build_snapshot
+from .pipeline import RunPipeline, done_data
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class Runner:
 
     # -- queries -------------------------------------------------------------------
 
-    def get(self, run_id: str) -> RunPublic:
+    def get(self, run_id: str) -> RunRecord:
         active = self._active.get(run_id)
         if active is not None:
             return active.pipeline.record
@@ -92,7 +92,7 @@ class Runner:
 
     def page(
         self, statuses: list[RunStatus] | None, cursor: str | None, limit: int
-    ) -> tuple[list[RunPublic], str | None]:
+    ) -> tuple[list[RunRecord], str | None]:
         records, next_cursor = self.store.page(statuses, cursor, limit)
         live = [self._active.get(r.id) for r in records]
         return [
@@ -125,10 +125,10 @@ class Runner:
 
     # -- commands ------------------------------------------------------------------
 
-    def submit(self, request: RunCreate) -> RunPublic:
+    def submit(self, request: RunCreate) -> RunRecord:
         spec = RunSpec.model_validate(request.model_dump(exclude={"registry_auth"}))
         run_id = new_run_id()
-        record = RunPublic(
+        record = RunRecord(
             id=run_id,
             status=RunStatus.QUEUED,
             spec=spec,
@@ -162,7 +162,7 @@ class Runner:
         self._publish(record)
         return record
 
-    def cancel(self, run_id: str, reason: str = CANCEL_REASON) -> RunPublic:
+    def cancel(self, run_id: str, reason: str = CANCEL_REASON) -> RunRecord:
         with self._lock:
             active = self._active.get(run_id)
             if active is None:
@@ -225,11 +225,11 @@ class Runner:
                 self._active.pop(run_id, None)
             active.finished.set()
 
-    def _save(self, record: RunPublic) -> None:
+    def _save(self, record: RunRecord) -> None:
         self.store.save(record)
         self._publish(record)
 
-    def _publish(self, record: RunPublic) -> None:
+    def _publish(self, record: RunRecord) -> None:
         data = record.model_dump(mode="json")
         with contextlib.suppress(RuntimeError):  # loop closed during shutdown
             self._loop.call_soon_threadsafe(self.feed.publish, data)
@@ -282,7 +282,7 @@ class Runner:
             else:
                 record.status = RunStatus.ERROR
                 record.error = RunError(
-                    phase="interrupted", message=f"the server stopped while this run was {was}"
+                    phase=Phase.INTERRUPTED, message=f"the server stopped while this run was {was}"
                 )
                 record.last_event_id = events.append(EventType.DONE, done_data(record))
             self.store.save(record)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from .models import RunPublic, RunStatus
+from ..models import RunRecord, RunStatus
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -38,27 +38,27 @@ class RunStore:
             self._db.close()
 
     @staticmethod
-    def _encode(record: RunPublic) -> bytes:
+    def _encode(record: RunRecord) -> bytes:
         return orjson.dumps(record.model_dump(mode="json"))
 
-    def insert(self, record: RunPublic) -> None:
+    def insert(self, record: RunRecord) -> None:
         with self._lock:
             self._db.execute(
                 "INSERT INTO runs (id, status, created_at, record) VALUES (?, ?, ?, ?)",
                 (record.id, record.status.value, record.created_at, self._encode(record)),
             )
 
-    def save(self, record: RunPublic) -> None:
+    def save(self, record: RunRecord) -> None:
         with self._lock:
             self._db.execute(
                 "UPDATE runs SET status = ?, record = ? WHERE id = ?",
                 (record.status.value, self._encode(record), record.id),
             )
 
-    def get(self, run_id: str) -> RunPublic | None:
+    def get(self, run_id: str) -> RunRecord | None:
         with self._lock:
             row = self._db.execute("SELECT record FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return RunPublic.model_validate_json(row[0]) if row else None
+        return RunRecord.model_validate_json(row[0]) if row else None
 
     def delete(self, run_id: str) -> None:
         with self._lock:
@@ -66,7 +66,7 @@ class RunStore:
 
     def page(
         self, statuses: list[RunStatus] | None, cursor: str | None, limit: int
-    ) -> tuple[list[RunPublic], str | None]:
+    ) -> tuple[list[RunRecord], str | None]:
         """Newest first; `cursor` is the id of the last run of the previous page."""
         where: list[str] = []
         args: list[object] = []
@@ -83,15 +83,15 @@ class RunStore:
         args.append(limit + 1)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        records = [RunPublic.model_validate_json(row[1]) for row in rows[:limit]]
+        records = [RunRecord.model_validate_json(row[1]) for row in rows[:limit]]
         next_cursor = rows[limit - 1][0] if len(rows) > limit else None
         return records, next_cursor
 
-    def unfinished(self) -> list[RunPublic]:
+    def unfinished(self) -> list[RunRecord]:
         terminal = [s.value for s in RunStatus if s.terminal]
         with self._lock:
             rows = self._db.execute(
                 f"SELECT record FROM runs WHERE status NOT IN ({','.join('?' * len(terminal))})",
                 terminal,
             ).fetchall()
-        return [RunPublic.model_validate_json(row[0]) for row in rows]
+        return [RunRecord.model_validate_json(row[0]) for row in rows]

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from .progress import PullProgress
+from ..runs.progress import PullProgress
 
 
 @dataclass

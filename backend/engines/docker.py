@@ -1,4 +1,5 @@
-"""The only module that talks to Docker (docker-py's low-level APIClient).
+"""The real engine: the only module that talks to Docker (docker-py's low-level
+APIClient). It implements `protocol.Engine`.
 
 Each run gets its own `DockerEngine` (its own client and connections), closed
 when the run ends: a docker-py client is not promised to be thread-safe and
@@ -20,8 +21,9 @@ import docker.errors
 import requests
 from docker.utils import kwargs_from_env
 
-from .errors import EngineUnavailable
-from .reference import registry_of, split_reference
+from ..errors import EngineUnavailable
+from ..models import RunSpec
+from ..reference import registry_of, split_reference
 
 MANAGED_LABEL = "pullrun.managed"
 RUN_LABEL = "pullrun.run"
@@ -115,6 +117,7 @@ class DockerEngine:
         self.close()
 
     def version(self) -> dict[str, Any]:
+        """Also the ping: it fails when the engine does not answer."""
         return dict(self.api.version())
 
     def image_present(self, image: str) -> bool:
@@ -172,7 +175,7 @@ class DockerEngine:
         api._raise_for_status(response)
         return PullStream(api, response)
 
-    def create(self, run_id: str, spec: Any, name: str | None = None) -> str:
+    def create(self, run_id: str, spec: RunSpec, name: str | None = None) -> str:
         host_config = self.api.create_host_config(
             mem_limit=spec.memory,
             nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,

@@ -9,13 +9,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from .deps import RunnerDep
-from .engine import DockerEngine, engine_message
-from .errors import PullrunError
-from .logtext import log_text
-from .models import ErrorResponse, RunCreate, RunList, RunPublic, RunStatus
+from ..engines import engine_message
+from ..errors import PullrunError
+from ..models import ErrorResponse, RunCreate, RunList, RunRecord, RunStatus
+from ..storage.logtext import log_text
+from .deps import EngineFactoryDep, RunnerDep
 
 router = APIRouter()
+READY_TIMEOUT = 5.0
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorResponse, "description": "Unknown run"},
@@ -27,14 +28,14 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 @router.post(
     "/api/runs",
     status_code=201,
-    response_model=RunPublic,
+    response_model=RunRecord,
     responses={
         422: _ERRORS[422],
         429: {"model": ErrorResponse, "description": "The queue is full"},
         503: {"model": ErrorResponse, "description": "Shutting down"},
     },
 )
-def create_run(body: RunCreate, runner: RunnerDep, response: Response) -> RunPublic:
+def create_run(body: RunCreate, runner: RunnerDep, response: Response) -> RunRecord:
     """Accept a run at once; follow it on its `events` link."""
     record = runner.submit(body)
     response.headers["Location"] = record.links.self
@@ -55,18 +56,18 @@ def list_runs(
     return RunList(runs=runs, next_cursor=next_cursor)
 
 
-@router.get("/api/runs/{run_id}", response_model=RunPublic, responses={404: _ERRORS[404]})
-def get_run(run_id: str, runner: RunnerDep) -> RunPublic:
+@router.get("/api/runs/{run_id}", response_model=RunRecord, responses={404: _ERRORS[404]})
+def get_run(run_id: str, runner: RunnerDep) -> RunRecord:
     return runner.get(run_id)
 
 
 @router.post(
     "/api/runs/{run_id}/cancel",
     status_code=202,
-    response_model=RunPublic,
+    response_model=RunRecord,
     responses={404: _ERRORS[404], 409: _ERRORS[409]},
 )
-def cancel_run(run_id: str, runner: RunnerDep) -> RunPublic:
+def cancel_run(run_id: str, runner: RunnerDep) -> RunRecord:
     """Cancel in any phase; the run ends with `done` status `canceled`."""
     return runner.cancel(run_id)
 
@@ -117,11 +118,11 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"model": ErrorResponse}})
-async def readyz() -> JSONResponse:
+async def readyz(engine_factory: EngineFactoryDep) -> JSONResponse:
     """The engine answers."""
 
     def ping() -> dict[str, str]:
-        with DockerEngine(timeout=5) as engine:
+        with engine_factory() as engine:
             version = engine.version()
         return {
             "status": "ok",
@@ -130,9 +131,11 @@ async def readyz() -> JSONResponse:
         }
 
     try:
-        return JSONResponse(await asyncio.to_thread(ping))
+        return JSONResponse(await asyncio.wait_for(asyncio.to_thread(ping), READY_TIMEOUT))
     except PullrunError as exc:
         message = exc.message
+    except TimeoutError:
+        message = f"the engine did not answer within {READY_TIMEOUT:g}s"
     except Exception as exc:
         message = engine_message(exc)
     return JSONResponse(
