@@ -41,26 +41,3 @@ def encode_event(event_id: int | str, event_type: str, data: Any) -> bytes:
         event_type.encode(),
         encode_data(data),
     )
-
-
-def decode_events(raw: bytes) -> list[tuple[str, str, Any]]:
-    """Parse bytes produced by `encode_event` back into (id, type, data).
-
-    Only for our own encoding (one data line per event), used for replay
-    files and tests; it is not a general SSE parser.
-    """
-    out: list[tuple[str, str, Any]] = []
-    for block in raw.split(b"\n\n"):
-        if not block:
-            continue
-        event_id = event_type = ""
-        data: Any = None
-        for line in block.split(b"\n"):
-            if line.startswith(b"id: "):
-                event_id = line[4:].decode()
-            elif line.startswith(b"event: "):
-                event_type = line[7:].decode()
-            elif line.startswith(b"data: "):
-                data = orjson.loads(line[6:])
-        out.append((event_id, event_type, data))
-    return out

@@ -37,6 +37,8 @@ from urllib.parse import urlsplit
 import httptools
 import orjson
 
+from backend.storage.reader import EventSplitter, LineJoiner, parse_event
+
 try:  # the same loop the server runs on; plain asyncio otherwise
     import uvloop
 except ImportError:  # pragma: no cover
@@ -81,7 +83,8 @@ class BodySink(ByteSink):
 
 
 class EventSink(ByteSink):
-    """Parses the stream event by event and checks ids and line numbers."""
+    """Parses the stream event by event (backend.storage.reader, as the server
+    reads its own files) and checks ids and line numbers."""
 
     def __init__(
         self,
@@ -90,11 +93,10 @@ class EventSink(ByteSink):
         keep_lines: bool = True,
     ) -> None:
         super().__init__()
-        self._rest = b""
+        self._splitter = EventSplitter()
+        self._joiner = LineJoiner()
         self.next_id = after + 1
-        self.next_line = 1
-        self.open_line: dict[str, int] = {}  # stream -> number of its partial line
-        self.lines: list[str] = []
+        self.lines: list[str] = []  # line n is lines[n - 1]: one stream only
         self.keep_lines = keep_lines
         self.types: dict[str, int] = {}
         self.done: Any = None
@@ -103,13 +105,7 @@ class EventSink(ByteSink):
 
     def feed(self, data: bytes) -> None:
         super().feed(data)
-        buf = self._rest + data if self._rest else data
-        cut = buf.rfind(b"\n\n")
-        if cut < 0:
-            self._rest = buf
-            return
-        self._rest = buf[cut + 2 :]
-        for block in buf[:cut].split(b"\n\n"):
+        for block in self._splitter.feed(data):
             self._event(block)
 
     def _error(self, message: str) -> None:
@@ -117,78 +113,60 @@ class EventSink(ByteSink):
             self.errors.append(message)
 
     def _event(self, block: bytes) -> None:
-        fields = block.split(b"\n")
-        if (
-            len(fields) != 3
-            or not fields[0].startswith(b"id: ")
-            or not fields[1].startswith(b"event: ")
-            or not fields[2].startswith(b"data: ")
-        ):
+        if not block.startswith(b"id: ") or block.count(b"\n") != 2:
             self._error(f"malformed event: {block[:120]!r}")
             return
-        event_id = int(fields[0][4:])
+        event = parse_event(block)
+        if event is None:
+            self._error(f"malformed event: {block[:120]!r}")
+            return
+        event_id = event.number
         if event_id != self.next_id:
             self._error(f"event id {event_id}, expected {self.next_id}")
         self.next_id = event_id + 1
-        kind = fields[1][7:].decode()
+        kind = event.type
         self.types[kind] = self.types.get(kind, 0) + 1
         if self.done is not None:
             self._error(f"event {event_id} ({kind}) after done")
         if kind == "log":
-            self._log(orjson.loads(fields[2][6:]))
+            self._log(event.data)
             if self.on_event is not None:
                 self.on_event(kind, None)
             return
-        data = orjson.loads(fields[2][6:])
         if kind == "done":
-            self.done = data
+            self.done = event.data
         if self.on_event is not None:
-            self.on_event(kind, data)
+            self.on_event(kind, event.data)
 
-    def _log(self, event: dict[str, Any]) -> None:
-        stream = event["stream"]
-        first = event["first"]
-        lines = event["lines"]
-        if not lines:
-            self._error(f"empty log event at line {first}")
+    def _log(self, data: dict[str, Any]) -> None:
+        if not data["lines"]:
+            self._error(f"empty log event at line {data['first']}")
             return
-        if len(self.open_line) > 1 or (self.open_line and stream not in self.open_line):
-            # Interleaved partial lines of two streams: the benchmarks print on
-            # one stream only, so this would be a bug worth seeing.
+        if len(self._joiner.open_lines()) > 1:
+            # Partial lines of two streams at once: the benchmarks print on one
+            # stream only, so this would be a bug worth seeing.
             self._error("partial lines of two streams at once")
-        opened = self.open_line.pop(stream, None)
-        if opened is not None:
-            if first != opened:
-                self._error(f"continuation numbered {first}, expected {opened}")
-            if self.keep_lines:
-                self.lines[-1] += lines[0]
-            rest = len(lines) - 1
-            if self.keep_lines and rest:
-                self.lines.extend(lines[1:])
-            if self.next_line != opened + 1:
-                self._error(f"line {opened} continued after line {self.next_line - 1}")
-            self.next_line = opened + 1 + rest
-        else:
-            if first != self.next_line:
-                self._error(f"log event starts at line {first}, expected {self.next_line}")
-            if self.keep_lines:
-                self.lines.extend(lines)
-            self.next_line = first + len(lines)
-        if event["partial"]:
-            self.open_line[stream] = self.next_line - 1
+        joined = self._joiner.feed(data)
+        if not self.keep_lines:
+            return
+        if joined.continued is not None:
+            self.lines[joined.continued.n - 1] = joined.continued.text
+        self.lines.extend(joined.texts)
+        if joined.opened is not None:
+            self.lines.append(joined.opened.text)
 
     def close(self) -> None:
-        if self._rest.strip(b"\n"):
-            self._error(f"unterminated event at the end: {self._rest[:120]!r}")
+        if self._splitter.rest.strip(b"\n"):
+            self._error(f"unterminated event at the end: {self._splitter.rest[:120]!r}")
 
     def summary(self) -> dict[str, Any]:
         return {
             **super().summary(),
             "events": self.next_id - 1,
             "types": self.types,
-            "lines": self.next_line - 1,
+            "lines": self._joiner.total,
             "done": self.done,
-            "errors": self.errors,
+            "errors": (self.errors + self._joiner.problems)[:20],
         }
 
 

@@ -17,8 +17,8 @@ from ..events import EventType, now_rfc3339
 from ..models import Phase, RunCreate, RunError, RunLinks, RunRecord, RunSpec, RunStatus
 from ..settings import Settings
 from ..storage.eventlog import EventLog, RunFeed, Subscribers
+from ..storage.reader import read_events
 from ..storage.store import RunStore
-from ..web.snapshot import build_snapshot
 from .pipeline import RunPipeline, done_data
 
 log = logging.getLogger(__name__)
@@ -270,7 +270,10 @@ class Runner:
             was = record.status.value
             path = self.settings.events_file(record.id)
             events = EventLog.load(path, self._loop)
-            done = build_snapshot(path).done if events.finished else None
+            done = None
+            if events.finished:
+                last = read_events(path, offset=events.offset(events.last_id))
+                done = next(last).data
             record.finished_at = record.finished_at or now_rfc3339()
             if done is not None:
                 # It ended (its log says how) but the crash came before the save.

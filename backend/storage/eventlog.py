@@ -19,44 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ..events import EventType, encode_event
+from .reader import index_events
 
 READ_CHUNK = 1 << 20
-
-
-def _index(data: mmap.mmap, ends: array[int]) -> tuple[int, bytes]:
-    """Append to `ends` where each whole event of `data` ends.
-
-    Returns (end of the last whole event, its type). Our events are exactly
-    three lines and a blank line (events.encode_event), so three one-byte
-    searches (memchr) find an event's end; a search for the blank line would step
-    through the data line byte by byte, ~10x slower. Anything else falls back
-    to that general search.
-    """
-    size = len(data)
-    find = data.find
-    pos = 0
-    last_type = b""
-    while pos < size:
-        id_end = find(b"\n", pos)
-        type_end = find(b"\n", id_end + 1) if id_end >= 0 else -1
-        data_end = find(b"\n", type_end + 1) if type_end >= 0 else -1
-        if (
-            type_end + 1 < data_end < size - 1
-            and data[data_end + 1] == 0x0A
-            and data[id_end + 1 : id_end + 8] == b"event: "
-        ):
-            end = data_end + 2
-            last_type = data[id_end + 8 : type_end]
-        else:
-            blank = find(b"\n\n", pos)
-            if blank < 0:
-                break  # a torn final write
-            type_start = find(b"\nevent: ", pos, blank) + 8
-            last_type = data[type_start : find(b"\n", type_start)]
-            end = blank + 2
-        ends.append(end)
-        pos = end
-    return pos, last_type
 
 
 class EventLog:
@@ -85,7 +50,7 @@ class EventLog:
                 return log
             # mmap: the page cache is scanned in place, no copy of the file.
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                pos, last_type = _index(data, log._ends)
+                pos, last_type = index_events(data, log._ends)
         if pos < size:  # a torn final write from a crash: drop it
             with open(path, "r+b") as torn:
                 torn.truncate(pos)
@@ -133,6 +98,12 @@ class EventLog:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+    def offset(self, event_id: int) -> int:
+        """Where event `event_id` starts in the file (the end, past the last)."""
+        if event_id <= 1:
+            return 0
+        return self._ends[min(event_id, len(self._ends) + 1) - 2]
 
     def span(self, after: int, max_bytes: int = READ_CHUNK) -> tuple[int, int, int]:
         """(start, end, last_id) of the whole events after id `after`, ~max_bytes.

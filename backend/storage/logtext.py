@@ -5,55 +5,34 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
-
-_LOG_PREFIX = b"event: log\ndata: "
+from .reader import READ_CHUNK, EventSplitter, LineJoiner, parse_event
 
 
-def log_text(path: Path, stream: str | None = None, chunk: int = 1 << 20) -> Iterator[bytes]:
+def log_text(path: Path, stream: str | None = None, chunk: int = READ_CHUNK) -> Iterator[bytes]:
     """Yield the log as UTF-8 text, one line per line, in order.
 
     A line sent in parts (partial events) is written when complete, so lines
     of different streams never interleave mid-line; a line still open at the
     end (a running run) is written as it stands.
     """
-    open_parts: dict[str, list[str]] = {}
-    out: list[str] = []
+    joiner = LineJoiner()
+    splitter = EventSplitter()
     with open(path, "rb") as f:
-        rest = b""
-        while True:
-            data = f.read(chunk)
-            buf = rest + data
-            blocks = buf.split(b"\n\n")
-            # The last piece is unfinished (an event still being written): keep
-            # it for the next read, and leave it out at the end.
-            rest = blocks.pop()
-            for block in blocks:
-                start = block.find(_LOG_PREFIX)
-                if start < 0:
+        while data := f.read(chunk):
+            out: list[str] = []
+            for block in splitter.feed(data):
+                event = parse_event(block)
+                if event is None or event.type != "log":
                     continue
-                event = orjson.loads(block[start + len(_LOG_PREFIX) :])
-                name = event["stream"]
-                if stream is not None and name != stream:
+                if stream is not None and event.data["stream"] != stream:
                     continue
-                lines: list[str] = event["lines"]
-                if not lines:
-                    continue
-                held = open_parts.pop(name, None)
-                if held is not None:
-                    held.append(lines[0])
-                    lines = ["".join(held), *lines[1:]]
-                if event["partial"]:
-                    open_parts[name] = [lines[-1]]
-                    lines = lines[:-1]
-                if lines:
-                    out.append("\n".join(lines))
-                    out.append("\n")
+                joined = joiner.feed(event.data)
+                if joined.continued is not None and not joined.continued.partial:
+                    out.append(joined.continued.text)
+                out.extend(joined.texts)
             if out:
-                yield "".join(out).encode("utf-8", "surrogatepass")
-                out = []
-            if not data:
-                break
-    tail = "".join(part + "\n" for parts in open_parts.values() for part in ["".join(parts)])
+                out.append("")
+                yield "\n".join(out).encode("utf-8", "surrogatepass")
+    tail = "".join(line.text + "\n" for line in joiner.open_lines())
     if tail:
         yield tail.encode("utf-8", "surrogatepass")

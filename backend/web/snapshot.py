@@ -12,20 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from ..runs.progress import PullProgress
-
-
-@dataclass
-class LogLine:
-    n: int
-    stream: str
-    text: str
-    partial: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "stream": self.stream, "text": self.text, "partial": self.partial}
+from ..storage.reader import Line, LineJoiner, read_events
 
 
 @dataclass
@@ -37,7 +25,7 @@ class Snapshot:
     pull_overall: dict[str, Any] | None = None
     pull_error: str | None = None
     notices: list[str] = field(default_factory=list)
-    lines: deque[LogLine] = field(default_factory=deque)
+    lines: deque[Line] = field(default_factory=deque)
     total_lines: int = 0  # highest line number seen
     done: dict[str, Any] | None = None
 
@@ -74,24 +62,10 @@ def build_snapshot(path: Path, upto: int | None = None, tail_lines: int = 1000) 
     snap = Snapshot()
     snap.lines = deque(maxlen=tail_lines)
     progress = PullProgress()
-    open_line: dict[str, LogLine] = {}
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return snap
-    for block in raw.split(b"\n\n"):
-        if not block:
-            continue
-        head, _, data_line = block.rpartition(b"\ndata: ")
-        id_line, _, type_line = head.partition(b"\nevent: ")
-        if not id_line.startswith(b"id: ") or not data_line:
-            break  # a torn final write
-        event_id = int(id_line[4:])
-        if upto is not None and event_id > upto:
-            break
-        snap.last_event_id = event_id
-        kind = type_line.decode()
-        data = orjson.loads(data_line)
+    joiner = LineJoiner()
+    for event in read_events(path, upto=upto):
+        snap.last_event_id = event.number
+        kind, data = event.type, event.data
         if kind == "status":
             snap.status = data["status"]
             snap.status_at[data["status"]] = data["at"]
@@ -110,24 +84,13 @@ def build_snapshot(path: Path, upto: int | None = None, tail_lines: int = 1000) 
             if data["layer"]:
                 snap.layers[data["layer"]] = _layer_view(progress, data["layer"], data)
         elif kind == "log":
-            stream = data["stream"]
-            number = data["first"]
-            pieces: list[str] = data["lines"]
-            held = open_line.pop(stream, None)
-            if held is not None and pieces:
-                held.text += pieces[0]
-                held.partial = False
-                pieces = pieces[1:]
-                number += 1
-            for text in pieces:
-                line = LogLine(number, stream, text)
-                snap.lines.append(line)
-                number += 1
-            snap.total_lines = max(snap.total_lines, number - 1)
-            if data["partial"] and snap.lines:
-                last = snap.lines[-1] if held is None or data["lines"][1:] else held
-                last.partial = True
-                open_line[stream] = last
+            joined = joiner.feed(data)
+            stream, first, texts = data["stream"], joined.first, joined.texts
+            skip = max(0, len(texts) - tail_lines)  # would leave the tail at once
+            snap.lines.extend(Line(first + i, stream, texts[i]) for i in range(skip, len(texts)))
+            if joined.opened is not None:
+                snap.lines.append(joined.opened)
+            snap.total_lines = joiner.total
         elif kind == "notice":
             snap.notices.append(data["message"])
         elif kind == "done":

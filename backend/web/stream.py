@@ -51,7 +51,9 @@ async def run_events(
         return Response(status_code=204)
 
     return EventSourceResponse(
-        runner.subscribers.track(log.follow(cursor)), ping=settings.keepalive, send_timeout=30
+        runner.subscribers.track(log.follow(cursor)), ping=settings.keepalive,
+        send_timeout=30,
+        sep="\n",
     )
 
 
@@ -74,4 +76,5 @@ async def run_feed(
         runner.feed_subscribers.track(feed()),
         ping=settings.keepalive,
         send_timeout=30,
+        sep="\n",
     )

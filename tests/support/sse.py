@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import orjson
+
+from backend.storage.reader import EventSplitter, LineJoiner, join_lines, parse_event
 
 
 @dataclass
@@ -20,25 +21,20 @@ class Event:
 
 
 def iter_events(response: httpx.Response) -> Iterator[Event]:
-    """Parse a text/event-stream body; comments (keepalives) are skipped."""
-    buf = b""
+    """Parse a text/event-stream body; comments (keepalives) are skipped.
+
+    Strict: every event must be pullrun's own three-line form."""
+    splitter = EventSplitter()
     for chunk in response.iter_raw():
-        buf += chunk
-        while b"\n\n" in buf:
-            block, buf = buf.split(b"\n\n", 1)
-            fields: dict[str, str] = {}
-            for line in block.split(b"\n"):
-                if not line or line.startswith(b":"):
-                    continue
-                name, _, value = line.decode().partition(": ")
-                assert name not in fields, f"field {name} twice in one event: {block!r}"
-                fields[name] = value
-            if not fields:
-                continue
-            yield Event(
-                fields["id"], fields["event"], orjson.loads(fields["data"]), time.monotonic()
-            )
-    assert buf.strip(b"\r\n") == b"" or buf.startswith(b":"), f"unterminated event at EOF: {buf!r}"
+        for block in splitter.feed(chunk):
+            assert block.startswith(b"id: ") and block.count(b"\n") == 2, f"odd event: {block!r}"
+            parsed = parse_event(block)
+            assert parsed is not None and parsed.type, f"odd event: {block!r}"
+            yield Event(parsed.id, parsed.type, parsed.data, time.monotonic())
+    rest = splitter.rest
+    assert rest.strip(b"\r\n") == b"" or rest.startswith(b":"), (
+        f"unterminated event at EOF: {rest!r}"
+    )
 
 
 def collect(
@@ -67,24 +63,9 @@ def collect(
 
 def log_lines(events: list[Event], stream: str | None = None) -> list[str]:
     """Whole lines from `log` events, partial pieces joined, checking numbering."""
-    lines: dict[int, str] = {}
-    open_line: dict[str, int] = {}
-    for event in events:
-        if event.type != "log":
-            continue
-        data = event.data
-        if stream is not None and data["stream"] != stream:
-            continue
-        number = data["first"]
-        pieces = list(data["lines"])
-        if data["stream"] in open_line:
-            assert number == open_line.pop(data["stream"]), "continuation has a new number"
-            lines[number] += pieces.pop(0)
-            number += 1
-        for piece in pieces:
-            assert number not in lines, f"line {number} sent twice"
-            lines[number] = piece
-            number += 1
-        if data["partial"]:
-            open_line[data["stream"]] = number - 1
-    return [lines[n] for n in sorted(lines)]
+    joiner = LineJoiner()
+    chosen = (e for e in events if stream is None or e.data.get("stream") == stream)
+    lines = join_lines(chosen, joiner)
+    if stream is None:  # one stream alone has gaps: the other's lines
+        assert joiner.problems == [], joiner.problems
+    return [line.text for line in lines]

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend.events import decode_events, encode_event
+from backend.events import encode_event
 from backend.storage.eventlog import EventLog
+from backend.storage.reader import decode_events
 
 T = TypeVar("T")
 

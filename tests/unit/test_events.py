@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend.events import EventType, decode_events, encode_data, encode_event, now_rfc3339
+from backend.events import EventType, encode_data, encode_event, now_rfc3339
+from backend.storage.reader import decode_events
 
 _WIRE = re.compile(rb"^id: ([^\r\n]*)\nevent: ([^\r\n]*)\ndata: ([^\r\n]*)\n\n$")
 

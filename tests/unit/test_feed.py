@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from backend.events import decode_events
 from backend.storage.eventlog import RunFeed
+from backend.storage.reader import decode_events
 
 T = TypeVar("T")
 BOOT = "1a2b3c4d"
