@@ -31,7 +31,8 @@ def now_rfc3339() -> str:
 
 def encode_data(data: Any) -> bytes:
     # orjson never emits a raw newline, so the JSON stays on one `data:` line
-    # and text containing \r or \n round-trips exactly (SSE fact 17).
+    # and text containing \r or \n round-trips exactly: an EventSource would
+    # otherwise split a raw CR or LF into separate data lines.
     return orjson.dumps(data)
 
 

@@ -1,1 +1,1 @@
-"""pullrun benchmarks against the docker CLI (issue 4): `python -m bench`."""
+"""pullrun benchmarks against the docker CLI: `python -m bench`."""
