@@ -9,21 +9,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from backend.runs.lines import LineAssembler, LogBatch
+from tests.support.output import whole_lines
 
 DELAY = 0.25
 
 
 # -- reference model ---------------------------------------------------------------
-
-
-def whole_lines(data: bytes) -> list[str]:
-    """The lines of a complete stream, decoded in one go (the spec's definition)."""
-    text = data.decode("utf-8", "replace")
-    *complete, last = text.split("\n")
-    lines = [s[:-1] if s.endswith("\r") else s for s in complete]
-    if last:
-        lines.append(last)
-    return lines
 
 
 @dataclass

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backend.events import encode_event
-from backend.runs.lines import LineAssembler, LogBatch
+from backend.runs.lines import LogBatch
 from backend.storage.logtext import log_text
+from tests.support.output import assemble, whole_lines
 
 Event = tuple[str, dict[str, Any]]
 
@@ -144,15 +145,6 @@ def test_read_chunk_size_does_not_matter(chunk: int) -> None:
 # -- end to end from raw bytes through LineAssembler ------------------------------------
 
 
-def whole_lines(data: bytes) -> list[str]:
-    text = data.decode("utf-8", "replace")
-    *complete, last = text.split("\n")
-    lines = [s[:-1] if s.endswith("\r") else s for s in complete]
-    if last:
-        lines.append(last)
-    return lines
-
-
 def completion_order(batches: list[LogBatch], stream: str | None = None) -> list[str]:
     """Lines in the order they become complete (a subscriber's view)."""
     open_text: dict[str, str] = {}
@@ -186,21 +178,7 @@ operations = st.lists(
 @settings(max_examples=200, deadline=None)
 @given(operations, st.booleans(), st.integers(min_value=1, max_value=200))
 def test_log_text_of_assembled_output(ops: list[Any], finished: bool, chunk: int) -> None:
-    assembler = LineAssembler(0.25)
-    batches: list[LogBatch] = []
-    fed: dict[str, bytes] = {"stdout": b"", "stderr": b""}
-    now = 0.0
-    for kind, data, dt in ops:
-        now += dt
-        if kind == "flush":
-            batches += assembler.flush_due(now)
-        else:
-            fed[kind] += data
-            batches += assembler.feed(kind, data, now)
-    if finished:
-        batches += assembler.finish()
-    else:
-        batches += assembler.flush_due(now + 1.0)  # a run still going
+    batches, fed, _ = assemble(ops, finished=finished)
     events = [STATUS]
     events += [log(b.stream, b.first, b.lines, b.partial) for b in batches]
     if finished:

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backend.events import encode_event
-from backend.runs.lines import LineAssembler, LogBatch
 from backend.storage.reader import (
     Event,
     EventSplitter,
@@ -21,6 +20,7 @@ from backend.storage.reader import (
     parse_event,
     read_events,
 )
+from tests.support.output import Operation, assemble, whole_lines
 
 
 def log(first: int, lines: list[str], partial: bool = False, stream: str = "stdout") -> Event:
@@ -171,26 +171,11 @@ operations = st.lists(
 
 @settings(max_examples=300, deadline=None)
 @given(operations)
-def test_joined_lines_are_the_lines_each_stream_printed(ops: list[Any]) -> None:
-    assembler = LineAssembler(0.25)
-    batches: list[LogBatch] = []
-    printed: dict[str, bytes] = {"stdout": b"", "stderr": b""}
-    now = 0.0
-    for kind, data, dt in ops:
-        now += dt
-        if kind == "flush":
-            batches += assembler.flush_due(now)
-        else:
-            printed[kind] += data
-            batches += assembler.feed(kind, data, now)
-    batches += assembler.finish()
+def test_joined_lines_are_the_lines_each_stream_printed(ops: list[Operation]) -> None:
+    batches, printed, assembler = assemble(ops)
     joiner = LineJoiner()
     lines = join_lines([log(b.first, b.lines, b.partial, b.stream) for b in batches], joiner)
     assert joiner.problems == []
     assert [line.n for line in lines] == list(range(1, assembler.line_count + 1))
     for stream, data in printed.items():
-        text = data.decode("utf-8", "replace")
-        expected = [s.removesuffix("\r") for s in text.split("\n")]
-        if expected[-1] == "":
-            expected.pop()
-        assert [line.text for line in lines if line.stream == stream] == expected
+        assert [line.text for line in lines if line.stream == stream] == whole_lines(data)
