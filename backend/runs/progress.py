@@ -63,8 +63,9 @@ class PullProgress:
         detail = detail if isinstance(detail, dict) else {}
         current = _int_or_none(detail.get("current"))
         total = _int_or_none(detail.get("total"))
+        units = detail.get("units") if isinstance(detail.get("units"), str) else None
         if layer_id is not None:
-            self._apply(self.layers.setdefault(layer_id, Layer()), status, current, total, detail)
+            self._apply(self.layers.setdefault(layer_id, Layer()), status, current, total, units)
         elif status.startswith("Digest: "):
             self.digest = status[len("Digest: ") :].strip()
         elif status.startswith("Status: "):
@@ -76,13 +77,13 @@ class PullProgress:
             "total": total,
             "overall": self.overall(),
         }
-        if isinstance(detail.get("units"), str):
-            data["units"] = detail["units"]
+        if units is not None:
+            data["units"] = units
         return data
 
     @staticmethod
     def _apply(
-        layer: Layer, status: str, current: int | None, total: int | None, detail: dict[str, Any]
+        layer: Layer, status: str, current: int | None, total: int | None, units: str | None
     ) -> None:
         if status == "Already exists":
             layer.state = "exists"
@@ -105,8 +106,10 @@ class PullProgress:
             layer.state = "extracting"
             if layer.total is not None:
                 layer.downloaded = layer.total
-            # Seconds-based progress (`units: "s"`) has no total: no fraction.
-            if current is not None and total and "units" not in detail:
+            # Progress in other units (`units: "s"`, containerd) is no fraction
+            # of the layer. The `units` of the event decides, so that every
+            # reader of the event (the run page too) comes to the same figure.
+            if current is not None and total and units is None:
                 layer.extracted = max(layer.extracted, min(current / total, 1.0))
         elif status in ("Pulling fs layer", "Waiting") and not layer.finished:
             layer.state = "waiting"

@@ -52,6 +52,8 @@ def _layer_view(progress: PullProgress, layer_id: str, data: dict[str, Any]) -> 
         "status": data["status"],
         "current": data.get("current"),
         "total": layer.total,
+        "downloaded": layer.downloaded,
+        "extracted": layer.extracted,
         "download": round(layer.download, 4),
         "extract": round(layer.extracted, 4),  # "Pull complete" sets it to 1
     }
@@ -74,7 +76,7 @@ def build_snapshot(path: Path, upto: int | None = None, tail_lines: int = 1000) 
                 "status": data["status"],
                 "id": data["layer"],
                 "progressDetail": {
-                    k: data[k] for k in ("current", "total") if data.get(k) is not None
+                    k: data[k] for k in ("current", "total", "units") if data.get(k) is not None
                 },
             }
             progress.update(message)
