@@ -6,7 +6,9 @@
 #   make provision   Docker engine + registries on 127.0.0.1:5000-5002 + test images
 #   make run         provision, then `pullrun serve` (RUN_ARGS='--port 9000', or PULLRUN_* env)
 #   make lint        ruff + mypy
-#   make test        install, provision, lint, then pytest (PYTEST_ARGS='-k pull -x')
+#   make test        install, provision, lint, the JS tests, then pytest (PYTEST_ARGS='-k pull -x')
+#   make test-js     the pages' scripts (static/js) under Node's test runner: node --test tests/js/
+#   make js-fixtures rebuild tests/js/fixtures from the server's code (a unit test says when)
 #   make bench       install, provision, then the benchmarks against the docker CLI (BENCH_ARGS='1 3 --quick')
 #   make stop        stop the registries/dockerd that the scripts started
 #   make clean       caches and test output;  make distclean  also .venv
@@ -20,7 +22,7 @@ PYTEST_ARGS ?=
 RUN_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help install provision run lint test bench stop clean distclean
+.PHONY: help install provision run lint test test-js js-fixtures bench stop clean distclean
 
 help:
 	@sed -n 's/^#   make/  make/p' Makefile
@@ -41,8 +43,14 @@ lint: install
 	$(VENV)/bin/ruff check backend tests bench
 	$(VENV)/bin/mypy
 
-test: install provision lint
+test: install provision lint test-js
 	source scripts/test-env.sh && $(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+test-js: install
+	node --test tests/js/
+
+js-fixtures: install
+	$(VENV)/bin/python -m tests.js.make_fixtures
 
 bench: install provision
 	source scripts/test-env.sh && $(VENV)/bin/python -m bench $(BENCH_ARGS)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install what the code and the test suite need (not the Docker side: see
 # engine.sh, registry.sh, images.sh):
-#   - Debian packages: chromium (browser tests drive /usr/bin/chromium), and
-#     python3-venv if this python3 cannot make a virtualenv;
+#   - Debian packages: chromium (browser tests drive /usr/bin/chromium),
+#     nodejs when there is no `node` (the pages' scripts are tested with Node's
+#     own test runner: tests/js), and python3-venv if this python3 cannot make
+#     a virtualenv;
 #   - .venv with `pip install -e '.[dev]'`, redone when pyproject.toml changes.
 # Idempotent; a second run touches neither apt nor PyPI.
 #
@@ -18,13 +20,21 @@ STAMP="$VENV/.pullrun-deps-installed"
 
 command -v "$PYTHON" >/dev/null 2>&1 || apt_install python3
 pkgs=(chromium)
+if ! command -v node >/dev/null 2>&1; then
+  pkgs+=(nodejs)
+fi
 if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
   pkgs+=(python3-venv)
 fi
 if is_root && is_debian; then
   apt_install "${pkgs[@]}"
-elif ! command -v chromium >/dev/null 2>&1; then
-  log "warning: chromium is not installed and this is not root on Debian; browser tests will fail"
+else
+  if ! command -v chromium >/dev/null 2>&1; then
+    log "warning: chromium is not installed and this is not root on Debian; browser tests will fail"
+  fi
+  if ! command -v node >/dev/null 2>&1; then
+    log "warning: node is not installed and this is not root on Debian; the JS tests (tests/js) will fail"
+  fi
 fi
 
 if [[ -x "$VENV/bin/python" ]] && ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 from ..errors import NotFound
 from ..models import PIPELINE_PHASES, Phase, RunRecord, RunSpec, RunStatus
 from .deps import RunnerDep
-from .snapshot import Snapshot, build_snapshot
+from .snapshot import build_snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 templates = Jinja2Templates(directory=str(ROOT / "templates"))
@@ -29,6 +30,8 @@ PAGE_SIZE = 50
 TAIL_LINES = 1000
 PHASES = PIPELINE_PHASES
 ACTIVE = tuple(status.value for status in RunStatus if not status.terminal)
+STATUS_LABELS = {status.value: status.value.replace("_", " ") for status in RunStatus}
+# A pull layer's states (backend/runs/progress.py `Layer.state`) as the page words them.
 LAYER_LABELS = {
     "waiting": "waiting",
     "downloading": "downloading",
@@ -38,6 +41,27 @@ LAYER_LABELS = {
     "done": "done",
     "exists": "already exists",
 }
+
+
+def vocabulary() -> dict[str, Any]:
+    """Statuses, phases and the words the pages use for them.
+
+    The one source for the pages' scripts too: templates/base.html embeds it
+    as JSON (`#pullrun-vocabulary`), static/js/vocabulary.js reads it, and the
+    scripts keep no copy of their own.
+    """
+    return {
+        "statuses": [status.value for status in RunStatus],
+        "active": list(ACTIVE),
+        "phases": [phase.value for phase in PHASES],
+        "phase_status": {phase.value: phase.status.value for phase in PHASES},
+        "status_labels": dict(STATUS_LABELS),
+        "layer_labels": dict(LAYER_LABELS),
+    }
+
+
+def status_label(status: str) -> str:
+    return STATUS_LABELS.get(status, status)
 
 
 def shell_join(words: list[str] | None) -> str:
@@ -60,14 +84,22 @@ def format_time(value: str | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else value
 
 
+def _fixed(value: float, digits: int = 0) -> str:
+    """`value` with `digits` decimals, a half rounded up, as JavaScript's
+    `toFixed` and `Math.round` do (Python's `round` and format round a half to
+    even): the page's script (static/js/format.js) redraws these figures."""
+    return str(Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
 def format_duration(seconds: float | None) -> str:
     if seconds is None:
         return ""
+    seconds = max(seconds, 0)
     if seconds < 1:
-        return f"{round(seconds * 1000)} ms"
+        return f"{_fixed(seconds * 1000)} ms"
     if seconds < 60:
-        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
-    minutes, rest = divmod(round(seconds), 60)
+        return f"{_fixed(seconds, 1)} s" if seconds < 10 else f"{_fixed(seconds)} s"
+    minutes, rest = divmod(int(_fixed(seconds)), 60)
     if minutes < 60:
         return f"{minutes} min {rest} s"
     return f"{minutes // 60} h {minutes % 60} min"
@@ -81,7 +113,7 @@ def format_bytes(size: float | None) -> str:
     while value >= 1024 and unit < len(units) - 1:
         value /= 1024
         unit += 1
-    return f"{value:.0f} {units[unit]}" if unit == 0 else f"{value:.1f} {units[unit]}"
+    return f"{_fixed(value, 0 if unit == 0 else 1)} {units[unit]}"
 
 
 def format_memory(size: int | None) -> str:
@@ -97,6 +129,8 @@ templates.env.filters["shell_join"] = shell_join
 templates.env.filters["time"] = format_time
 templates.env.filters["duration"] = format_duration
 templates.env.filters["bytes"] = format_bytes
+templates.env.filters["status_label"] = status_label
+templates.env.globals["vocabulary"] = vocabulary()
 
 
 def prefill(spec: RunSpec) -> dict[str, Any]:
@@ -156,14 +190,14 @@ def index(request: Request, runner: RunnerDep) -> HTMLResponse:
     )
 
 
-def timeline(snapshot: Snapshot, run: RunRecord) -> list[dict[str, Any]]:
+def timeline(at: dict[str, str], done: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Each phase with its state (pending|active|done|skipped|failed) and duration.
 
+    `at`: when the run entered each status; `done`: the `done` event's data.
     Durations come from `done` when the run has ended, else from the status
-    events' times (the phase in progress is timed by the page's script).
+    events' times (the phase in progress is timed by the page's script, with
+    the same rules: static/js/phases.js, kept in step by tests/js).
     """
-    done = snapshot.done
-    at = snapshot.status_at
     entered = [p for p in PHASES if p.status in at]
     error = (done or {}).get("error") or {}
     failed_phase: str | None = None
@@ -224,7 +258,7 @@ def run_page(request: Request, run_id: str, runner: RunnerDep) -> HTMLResponse:
         "error": done.get("error") if done else None,
         "total": (done.get("durations") or {}).get("total") if done else None,
         "log_lines": done.get("log_lines") if done else snapshot.total_lines,
-        "phases": timeline(snapshot, run),
+        "phases": timeline(snapshot.status_at, done),
     }
     return templates.TemplateResponse(
         request,

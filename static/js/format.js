@@ -1,10 +1,5 @@
-// Small formatting helpers shared by the pages.
-
-export const ACTIVE_STATUSES = new Set(["queued", "pulling", "creating", "starting", "running"]);
-
-export function isActive(status) {
-  return ACTIVE_STATUSES.has(status);
-}
+// Small formatting helpers shared by the pages. Statuses and their labels are
+// the server's: see vocabulary.js.
 
 const BYTE_UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
 
@@ -34,10 +29,6 @@ export function formatDuration(seconds) {
 const counts = new Intl.NumberFormat("en-US");
 export function formatCount(n) {
   return counts.format(n);
-}
-
-export function statusLabel(status) {
-  return String(status || "").replace(/_/g, " ");
 }
 
 const absolute = new Intl.DateTimeFormat(undefined, {

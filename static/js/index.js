@@ -1,11 +1,11 @@
 // The index page: the new-run form (POST /api/runs, errors next to their
 // field) and the runs table, kept live from GET /api/events.
 
-import {
-  formatAbsolute, formatDuration, formatRelative, h, isActive, shellJoin, statusLabel,
-} from "./format.js";
+import { formatAbsolute, formatDuration, formatRelative, h, shellJoin } from "./format.js";
+import { pageVocabulary } from "./vocabulary.js";
 
 const $ = (id) => document.getElementById(id);
+const { isActive, statusLabel } = pageVocabulary();
 
 function setText(el, text) {
   if (el && el.textContent !== text) el.textContent = text;

@@ -2,17 +2,15 @@
 // the run's event stream from the snapshot's last event id, so nothing is
 // shown twice and nothing is missed (also on reload).
 
-import {
-  formatCount, formatDuration, formatRelative, formatAbsolute, frameScheduler, isActive,
-  secondsBetween, statusLabel,
-} from "./format.js";
+import { formatCount, formatDuration, formatRelative, formatAbsolute, frameScheduler } from "./format.js";
 import { LogView } from "./logview.js";
+import { pastPhase, phaseView } from "./phases.js";
 import { PullView } from "./pull.js";
-
-const PHASES = ["queue", "pull", "create", "start", "run"];
-const PHASE_STATUS = { queue: "queued", pull: "pulling", create: "creating", start: "starting", run: "running" };
+import { pageVocabulary } from "./vocabulary.js";
 
 const $ = (id) => document.getElementById(id);
+const vocab = pageVocabulary();
+const { isActive, statusLabel } = vocab;
 const run = JSON.parse($("run-data").textContent);
 const snapshot = JSON.parse($("snapshot").textContent);
 
@@ -39,7 +37,7 @@ const logs = new LogView({
 logs.loadSnapshot(snapshot.lines, snapshot.total_lines);
 if (snapshot.done) logs.finish(snapshot.done.log_lines);
 
-const pull = new PullView($("pull"));
+const pull = new PullView($("pull"), vocab.layerLabels);
 pull.load(snapshot.layers, snapshot.pull_overall, snapshot.pull_error);
 if (snapshot.done && snapshot.done.durations) pull.setDuration(snapshot.done.durations.pull);
 
@@ -54,36 +52,8 @@ function setConn(conn) {
   scheduleHeader();
 }
 
-function phaseView() {
-  const done = state.done;
-  const at = state.statusAt;
-  const entered = PHASES.filter((p) => at[PHASE_STATUS[p]]);
-  const current = !done && entered.length ? entered[entered.length - 1] : null;
-  // A non-zero exit or a timeout has no error: the run phase is what failed.
-  const failed = done && done.status !== "succeeded" ? (done.error ? done.error.phase : "run") : null;
-  const lastEntered = entered.length ? PHASES.indexOf(entered[entered.length - 1]) : -1;
-  return PHASES.map((phase, index) => {
-    let seconds = null;
-    if (entered.includes(phase)) {
-      if (done) seconds = done.durations ? done.durations[phase] : null;
-      else {
-        const next = entered.find((p) => PHASES.indexOf(p) > index);
-        seconds = next
-          ? secondsBetween(at[PHASE_STATUS[phase]], at[PHASE_STATUS[next]])
-          : Math.max(0, (Date.now() - Date.parse(at[PHASE_STATUS[phase]])) / 1000);
-      }
-    }
-    let phaseState = "pending";
-    if (phase === failed) phaseState = "failed";
-    else if (phase === current) phaseState = "active";
-    else if (entered.includes(phase)) phaseState = "done";
-    else if (done || lastEntered > index) phaseState = "skipped";
-    return { phase, state: phaseState, seconds };
-  });
-}
-
 function renderTimeline() {
-  for (const view of phaseView()) {
+  for (const view of phaseView(vocab, state.statusAt, state.done)) {
     const li = document.querySelector(`#timeline [data-phase="${view.phase}"]`);
     if (!li) continue;
     li.className = `phase phase-${view.state}`;
@@ -100,9 +70,8 @@ function renderTimeline() {
 function pullNote() {
   const policy = run.spec.pull;
   const at = state.statusAt;
-  if (at.pulling) return "";
-  const pastPull = at.creating || at.starting || at.running;
-  if (pastPull) return `Image already present (pull policy: ${policy}); nothing to pull.`;
+  if (at[vocab.phaseStatus.pull]) return "";
+  if (pastPhase(vocab, at, "pull")) return `Image already present (pull policy: ${policy}); nothing to pull.`;
   if (state.done) return state.done.error && state.done.error.phase === "pull" ? "" : "No pull was needed.";
   return state.status === "queued" ? "Waiting for a worker…" : "Checking the image…";
 }

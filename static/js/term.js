@@ -9,6 +9,10 @@
 //   escape sequences and control characters are dropped.
 // - The attribute state carries over from line to line of the same stream,
 //   as in a terminal: renderLine returns the state at the end of the line.
+//
+// Everything but renderLine is pure (Node's tests in tests/js/term.test.mjs):
+// lineSegments lays a line out as runs of text with one state each and
+// spanStyle says how a state is shown; renderLine only makes the nodes.
 
 export const PLAIN = Object.freeze({
   fg: null, bg: null, bold: false, dim: false, italic: false, underline: false,
@@ -77,30 +81,58 @@ export function applySgr(state, params) {
   return isPlain(s) ? PLAIN : s;
 }
 
-function styledNode(text, s) {
-  if (isPlain(s)) return document.createTextNode(text);
-  const span = document.createElement("span");
+// How text in state `s` is shown: null for plain text, else the span's
+// classes and its inline colours ("" when none).
+export function spanStyle(s) {
+  if (isPlain(s)) return null;
   let fg = s.fg;
   let bg = s.bg;
   const classes = [];
+  let color = "";
+  let background = "";
   if (s.inverse) {
     classes.push("sgr-inverse");
     [fg, bg] = [bg, fg];
   }
   if (typeof fg === "number") classes.push(`fg-${fg}`);
-  else if (typeof fg === "string") span.style.color = fg;
+  else if (typeof fg === "string") color = fg;
   else if (s.inverse) classes.push("fg-inverse");
   if (typeof bg === "number") classes.push(`bg-${bg}`);
-  else if (typeof bg === "string") span.style.backgroundColor = bg;
+  else if (typeof bg === "string") background = bg;
   else if (s.inverse) classes.push("bg-inverse");
   if (s.bold) classes.push("sgr-bold");
   if (s.dim) classes.push("sgr-dim");
   if (s.italic) classes.push("sgr-italic");
   if (s.underline) classes.push("sgr-underline");
   if (s.strike) classes.push("sgr-strike");
-  span.className = classes.join(" ");
+  return { className: classes.join(" "), color, background };
+}
+
+function styledNode(text, s) {
+  const style = spanStyle(s);
+  if (style === null) return document.createTextNode(text);
+  const span = document.createElement("span");
+  if (style.color) span.style.color = style.color;
+  if (style.background) span.style.backgroundColor = style.background;
+  span.className = style.className;
   span.textContent = text;
   return span;
+}
+
+// A line as a terminal shows it: [{text, state}] runs (adjacent runs differ in
+// state; none for an empty line) and the state at its end.
+export function lineSegments(text, state = PLAIN) {
+  if (!SPECIAL.test(text)) return { segments: text ? [{ text, state }] : [], end: state };
+  const { cells, styles, end } = layout(text, state);
+  const segments = [];
+  let start = 0;
+  for (let k = 1; k <= cells.length; k++) {
+    if (k === cells.length || styles[k] !== styles[start]) {
+      segments.push({ text: cells.slice(start, k).join(""), state: styles[start] });
+      start = k;
+    }
+  }
+  return { segments, end };
 }
 
 // Render `text` into `el` (replacing its content); returns the end state.
@@ -110,16 +142,8 @@ export function renderLine(el, text, state = PLAIN) {
     else el.replaceChildren(styledNode(text, state));
     return state;
   }
-  const { cells, styles, end } = layout(text, state);
-  const nodes = [];
-  let start = 0;
-  for (let k = 1; k <= cells.length; k++) {
-    if (k === cells.length || styles[k] !== styles[start]) {
-      nodes.push(styledNode(cells.slice(start, k).join(""), styles[start]));
-      start = k;
-    }
-  }
-  el.replaceChildren(...nodes);
+  const { segments, end } = lineSegments(text, state);
+  el.replaceChildren(...segments.map((seg) => styledNode(seg.text, seg.state)));
   return end;
 }
 
@@ -197,7 +221,11 @@ function layout(text, state) {
         i = j >= n ? n : text.charCodeAt(j) === 7 ? j + 1 : j + 2;
         continue;
       }
-      i += 2;
+      // ESC, intermediate bytes (0x20-0x2f), a final byte: "ESC ( B" (a
+      // character set, as `tput sgr0` writes it), "ESC 7", "ESC =" ...
+      let j = i + 1;
+      while (j < n && text.charCodeAt(j) >= 0x20 && text.charCodeAt(j) <= 0x2f) j++;
+      i = j + 1;
       continue;
     }
     if (c === 13) { col = 0; i++; continue; }

@@ -1,0 +1,420 @@
+// The live log without the DOM: `log` events in, numbered lines out, with
+// partial lines joined per stream, the cap on shown lines, and floods skipped
+// and filled in later. logview.js draws what this decides; Node's tests
+// (tests/js/logmodel.test.mjs) drive it with a headless sink instead.
+//
+// How busy output stays cheap:
+// - addRaw only queues the event's JSON text: no parsing and no DOM work,
+//   however fast a run prints.
+// - Once per animation frame (`frame`) the queue is parsed (within
+//   PARSE_BUDGET_MS) and rendered (at most FRAME_LINES lines, within
+//   RENDER_BUDGET_MS).
+// - At most `cap` lines are shown; the sink's oldest go first.
+// - When more lines wait than may be shown, output is coming faster than it
+//   can be shown (a flood). Then the view is redrawn at most every
+//   FLOOD_FRAME_MS; only the newest events are parsed (older ones holding
+//   plain whole lines are skipped unparsed); all but the newest FLOOD_LINES
+//   lines are skipped (only counted; colour changes still carry over), so
+//   the view keeps up with the end of the output. The newest skipped lines
+//   are kept (the store) and filled in above the others once it is quiet.
+// - A reader who has scrolled up (not `stuck`) is left alone by a flood: the
+//   view stays as it is until they follow again, then jumps to the end.
+//
+// The sink (logview.js's LogView, or the tests' headless one) shows lines:
+//   append(entry, from, to, state, open) -> end state: show entry.lines[from..to)
+//       (numbers entry.base + k) after the others, the first in SGR state
+//       `state`; `open` (or null) is the open line's record when it is among
+//       them: the sink sets its `el` (a handle) and `state0` (its state).
+//   prepend(pieces): show [{stream, lines, base, from, to, state, open}] above
+//       the others, oldest first (`open` as for append, when not shown yet).
+//   rerender(open, partial) -> end state, or null when open.el is no longer
+//       shown: the open line's text (open.text) grew.
+//   clear(); dropOldest(count) -> how many were dropped;
+//   update(): after each frame (counts, marker); follow(): scroll to the end.
+
+import { PLAIN, advanceState } from "./term.js";
+import { formatCount } from "./format.js";
+
+export const PARSE_BUDGET_MS = 5;
+export const RENDER_BUDGET_MS = 8;
+export const SLICE = 100; // lines rendered between two looks at the clock
+export const FRAME_LINES = 500; // at most this many new lines laid out per frame
+export const FLOOD_LINES = 300; // lines kept for the screen when a flood is skipped
+export const BACKFILL_LINES = 500; // lines filled in above, per quiet frame
+export const FLOOD_FRAME_MS = 100; // during a flood the view is redrawn at most this often
+export const QUIET_MS = 300; // no new lines for this long: the flood is over
+const LAZY_CHARS = 256 * 1024; // this much waiting output is parsed the flood way
+// How the server writes a `log` event's data (orjson keeps this key order):
+// a fast look at events that a flood skips anyway. Anything else is parsed.
+const PLAIN_EVENT = /^\{"stream":"(stdout|stderr|tty)","first":\d+,"lines":\[/;
+const WHOLE_LINES = '],"partial":false}';
+const ESCAPED_ESC = /\\u001b/i;
+
+export class LogModel {
+  constructor({ cap = 5000, clock = () => performance.now() } = {}) {
+    this.cap = cap;
+    this.clock = clock;
+    this.raw = []; // `log` event data not parsed yet (JSON text)
+    this.rawHead = 0;
+    this.rawChars = 0;
+    this.flooding = false;
+    this.paused = false; // a flood came while the reader was scrolled up
+    this.stuck = true; // the reader follows the end
+    // Parsed, not shown yet, oldest first:
+    //   {kind: "lines", stream, lines, base, start, partial}: lines[start..] are
+    //     lines base+start.., the last one open when `partial`
+    //   {kind: "cont", stream, n, text, partial}: the rest of open line n
+    this.queue = [];
+    this.head = 0;
+    this.queuedLines = 0;
+    // Skipped in a flood but among the newest: [{stream, lines, base, from, to, state0}]
+    this.store = [];
+    this.storeLines = 0;
+    this.ingestOpen = new Map(); // stream -> number of its open line, as events arrive
+    this.open = new Map(); // stream -> {n, el, text, state0, lines, index}: its open line
+    this.sgr = { stdout: PLAIN, stderr: PLAIN, tty: PLAIN };
+    this.total = 0; // highest line number seen
+    this.finalTotal = null; // the run's own count, once it is done
+    this.domLines = 0; // lines the sink shows
+    this.lastArrival = 0;
+    this.lastFloodDraw = -Infinity;
+    this.stats = {
+      frames: 0, maxFrameMs: 0, parseMs: 0, rendered: 0, skipped: 0, unparsed: 0, floods: 0, backfilled: 0,
+    };
+  }
+
+  // -- input ----------------------------------------------------------------------------
+
+  // Lines of the server's snapshot: [{n, stream, text, partial}], oldest first.
+  loadSnapshot(lines, total) {
+    for (const line of lines) {
+      this.add({ stream: line.stream, first: line.n, lines: [line.text], partial: line.partial });
+    }
+    this.total = Math.max(this.total, total || 0);
+  }
+
+  // One `log` event's data as it came (JSON text): parsed in a later frame.
+  addRaw(json) {
+    this.raw.push(json);
+    this.rawChars += json.length;
+    this.lastArrival = this.clock();
+  }
+
+  // One `log` event's data (docs/api.md).
+  add(data) {
+    const { stream, first, lines, partial } = data;
+    if (!lines.length) return;
+    let start = 0;
+    const open = this.ingestOpen.get(stream);
+    if (open !== undefined) {
+      this.ingestOpen.delete(stream);
+      if (open === first) {
+        this.queue.push({ kind: "cont", stream, n: first, text: lines[0], partial: partial && lines.length === 1 });
+        start = 1;
+      }
+    }
+    if (start < lines.length) {
+      this.queue.push({ kind: "lines", stream, lines, base: first, start, partial });
+      this.queuedLines += lines.length - start;
+    }
+    if (partial) this.ingestOpen.set(stream, first + lines.length - 1);
+    this.total = Math.max(this.total, first + lines.length - 1);
+  }
+
+  // The run is done: its own line count is the last word.
+  finish(logLines) {
+    this.finalTotal = logLines;
+  }
+
+  // The number of lines to tell of.
+  get shownTotal() {
+    return this.finalTotal ?? this.total;
+  }
+
+  // Work is left for another frame.
+  get busy() {
+    return this.rawHead < this.raw.length
+      || (this.head < this.queue.length && !(this.paused && !this.stuck))
+      || (this.storeLines > 0 && this.domLines < this.cap);
+  }
+
+  // -- one frame ------------------------------------------------------------------------
+
+  frame(sink) {
+    const t0 = this.clock();
+    // In a flood the view is redrawn only every FLOOD_FRAME_MS; meanwhile the
+    // events only pile up, unparsed.
+    if (this.flooding && t0 - this.lastFloodDraw < FLOOD_FRAME_MS) return;
+    const wasStuck = this.stuck;
+    const lazy = this.flooding || this.rawChars > LAZY_CHARS;
+    if (lazy) this.parseNewest();
+    else this.parseInOrder(t0);
+    const t1 = this.clock();
+    this.flooding = this.queuedLines > this.cap;
+    if (this.flooding) {
+      this.lastFloodDraw = t0;
+      if (this.stuck) {
+        this.skipFlood(sink);
+        this.paused = false;
+      } else {
+        // The reader has scrolled up: leave what they read alone. Only the
+        // newest `cap` lines wait; the view jumps to them when they follow again.
+        this.skipOldest(this.queuedLines - this.cap, 0, sink);
+        this.paused = true;
+      }
+    }
+    if (this.paused && this.stuck) {
+      this.clear(sink);
+      this.paused = false;
+    }
+    const t2 = this.clock();
+    const rendered = this.paused ? 0 : this.renderQueue(sink, t2);
+    const t3 = this.clock();
+    if (!rendered && this.head >= this.queue.length && this.storeLines) {
+      if (t0 - this.lastArrival >= QUIET_MS) this.backfill(sink);
+    }
+    const t4 = this.clock();
+    this.trim(sink);
+    sink.update();
+    const t5 = this.clock();
+    if (wasStuck && this.stuck) sink.follow();
+    const t6 = this.clock();
+    this.stats.frames++;
+    this.stats.parseMs += t1 - t0;
+    if (t6 - t0 > this.stats.maxFrameMs) {
+      this.stats.maxFrameMs = t6 - t0;
+      // Where the slowest frame went (parse, skip, render, backfill, trim, layout), in ms.
+      this.stats.slowest = [t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5].map((x) => Math.round(x));
+    }
+  }
+
+  // Parse the waiting events, oldest first, for at most PARSE_BUDGET_MS.
+  parseInOrder(t0) {
+    while (this.rawHead < this.raw.length) {
+      this.take(this.rawHead, JSON.parse(this.raw[this.rawHead]));
+      if (this.clock() - t0 > PARSE_BUDGET_MS) break;
+    }
+    this.compactRaw();
+  }
+
+  // A flood: parse only the newest events, enough for more than `cap` lines;
+  // the older ones are skipped unparsed when all they hold is plain, whole
+  // lines (no escape sequence, not ending in an open line, not continuing
+  // one), which is what a flood is made of. Those would be skipped unseen
+  // anyway. (A continuation is parsed: its line may be one the reader sees.)
+  parseNewest() {
+    const parsed = [];
+    let lines = 0;
+    let k = this.raw.length - 1;
+    for (; k >= this.rawHead && lines <= this.cap; k--) {
+      const data = JSON.parse(this.raw[k]);
+      parsed.push(data);
+      lines += data.lines.length;
+    }
+    for (let i = this.rawHead; i <= k; i++) {
+      const text = this.raw[i];
+      const head = PLAIN_EVENT.exec(text);
+      if (head && text.endsWith(WHOLE_LINES) && !this.ingestOpen.has(head[1]) && !ESCAPED_ESC.test(text)) {
+        this.rawChars -= text.length;
+        this.raw[i] = null;
+        this.stats.unparsed++;
+      } else {
+        this.take(i, JSON.parse(text));
+      }
+    }
+    for (let i = parsed.length - 1; i >= 0; i--) {
+      this.take(k + parsed.length - i, parsed[i]);
+    }
+    this.rawHead = this.raw.length;
+    this.compactRaw();
+  }
+
+  take(index, data) {
+    this.rawChars -= this.raw[index].length;
+    this.raw[index] = null;
+    if (index === this.rawHead) this.rawHead++;
+    this.add(data);
+  }
+
+  compactRaw() {
+    if (this.rawHead >= this.raw.length) {
+      this.raw = [];
+      this.rawHead = 0;
+      this.rawChars = 0;
+    } else if (this.rawHead > 1024) {
+      this.raw = this.raw.slice(this.rawHead);
+      this.rawHead = 0;
+    }
+  }
+
+  renderQueue(sink, t1) {
+    let rendered = 0;
+    while (this.head < this.queue.length && rendered < FRAME_LINES) {
+      const entry = this.queue[this.head];
+      if (entry.kind === "cont") {
+        this.continueLine(entry, sink);
+        this.head++;
+      } else {
+        const end = Math.min(entry.lines.length, entry.start + SLICE, entry.start + FRAME_LINES - rendered);
+        const count = end - entry.start;
+        this.append(entry, entry.start, end, sink);
+        entry.start = end;
+        this.queuedLines -= count;
+        rendered += count;
+        if (entry.start >= entry.lines.length) this.head++;
+      }
+      if (this.clock() - t1 > RENDER_BUDGET_MS) break;
+    }
+    if (this.head >= this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    } else if (this.head > 1024) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    return rendered;
+  }
+
+  // -- lines ------------------------------------------------------------------------------
+
+  // Lines entry.lines[from..to) after the shown ones.
+  append(entry, from, to, sink) {
+    const stream = entry.stream;
+    const last = entry.lines.length - 1;
+    let open = null;
+    if (entry.partial && from <= last && last < to) {
+      open = { n: entry.base + last, el: null, text: entry.lines[last], state0: null, lines: entry.lines, index: last };
+      this.open.set(stream, open);
+    }
+    this.sgr[stream] = sink.append(entry, from, to, this.sgr[stream] || PLAIN, open);
+    this.domLines += to - from;
+    this.stats.rendered += to - from;
+  }
+
+  // The rest of an open (partial) line arrived: complete it in place.
+  continueLine(entry, sink) {
+    const open = this.open.get(entry.stream);
+    if (!open || open.n !== entry.n) return; // its line is long gone
+    open.text += entry.text;
+    if (open.lines) open.lines[open.index] = open.text; // for a backfill
+    if (!entry.partial) this.open.delete(entry.stream);
+    const end = open.el ? sink.rerender(open, entry.partial) : null;
+    this.sgr[entry.stream] = end ?? advanceState(entry.text, this.sgr[entry.stream]);
+  }
+
+  clear(sink) {
+    sink.clear();
+    this.domLines = 0;
+    this.dropStore();
+  }
+
+  dropStore() {
+    this.store = [];
+    this.storeLines = 0;
+  }
+
+  // Keep at most `cap` lines shown.
+  trim(sink) {
+    const excess = this.domLines - this.cap;
+    if (excess > 0) this.domLines -= sink.dropOldest(excess);
+    if (this.domLines >= this.cap && this.storeLines) this.dropStore(); // nothing more fits above
+  }
+
+  // -- floods -----------------------------------------------------------------------------
+
+  skipFlood(sink) {
+    this.stats.floods++;
+    this.clear(sink); // every line shown is older than what waits
+    this.skipOldest(this.queuedLines - FLOOD_LINES, this.cap - FLOOD_LINES, sink);
+  }
+
+  // Skip the `count` oldest waiting lines; keep the newest `keep` of them in
+  // the store, for a backfill.
+  skipOldest(count, keep, sink) {
+    let excess = count;
+    const keepFrom = count - keep; // skipped lines from this one on are kept
+    let skipped = 0;
+    while (excess > 0 && this.head < this.queue.length) {
+      const entry = this.queue[this.head];
+      if (entry.kind === "cont") {
+        this.continueLine(entry, sink);
+        this.head++;
+        continue;
+      }
+      const take = Math.min(excess, entry.lines.length - entry.start);
+      const from = entry.start;
+      const to = from + take;
+      const stateAtFrom = this.sgr[entry.stream] || PLAIN;
+      let state = stateAtFrom;
+      const last = entry.lines.length - 1;
+      for (let k = from; k < to; k++) {
+        if (k === last && entry.partial) {
+          this.open.set(entry.stream, {
+            n: entry.base + k, el: null, text: entry.lines[k], state0: state, lines: entry.lines, index: k,
+          });
+        }
+        state = advanceState(entry.lines[k], state);
+      }
+      this.sgr[entry.stream] = state;
+      // The part of this run of lines that is among the newest `cap`.
+      const keepStart = Math.max(from, from + (keepFrom - skipped));
+      if (keepStart < to) {
+        let state0 = stateAtFrom;
+        for (let k = from; k < keepStart; k++) state0 = advanceState(entry.lines[k], state0);
+        this.store.push({ stream: entry.stream, lines: entry.lines, base: entry.base, from: keepStart, to, state0 });
+        this.storeLines += to - keepStart;
+      }
+      skipped += take;
+      entry.start = to;
+      excess -= take;
+      this.queuedLines -= take;
+      if (entry.start >= entry.lines.length) this.head++;
+    }
+    this.stats.skipped += skipped;
+  }
+
+  // Quiet again: fill in the newest skipped lines above the ones shown.
+  backfill(sink) {
+    let room = Math.min(this.cap - this.domLines, BACKFILL_LINES);
+    if (room <= 0 || !this.storeLines) {
+      if (room <= 0) this.dropStore();
+      return;
+    }
+    const pieces = []; // oldest first
+    while (room > 0 && this.store.length) {
+      const seg = this.store[this.store.length - 1];
+      const from = Math.max(seg.from, seg.to - room);
+      let state = seg.state0;
+      for (let k = seg.from; k < from; k++) state = advanceState(seg.lines[k], state);
+      const open = this.open.get(seg.stream);
+      const openHere = open !== undefined && !open.el && open.n >= seg.base + from && open.n < seg.base + seg.to;
+      pieces.unshift({
+        stream: seg.stream, lines: seg.lines, base: seg.base, from, to: seg.to, state, open: openHere ? open : null,
+      });
+      const count = seg.to - from;
+      room -= count;
+      this.storeLines -= count;
+      this.domLines += count;
+      this.stats.backfilled += count;
+      seg.to = from;
+      if (seg.to <= seg.from) this.store.pop();
+    }
+    sink.prepend(pieces);
+  }
+}
+
+// What the log's marker and info line say.
+// `first`/`last`: the numbers of the first and last lines shown (null: none).
+export function describe({ total, first, last, paused, shown, filter, matches }) {
+  const earlier = first === null ? total : first - 1;
+  const marker = earlier > 0
+    ? `${formatCount(earlier)} earlier ${earlier === 1 ? "line is" : "lines are"} not shown`
+    : null;
+  let info = `${formatCount(total)} ${total === 1 ? "line" : "lines"}`;
+  if (paused) {
+    const newer = total - (last ?? 0);
+    info += ` · ${formatCount(newer)} newer not shown while you read: follow to see the end`;
+  } else if (earlier > 0) info += ` · showing the last ${formatCount(shown)}`;
+  if (filter) info += ` · ${formatCount(matches)} matching “${filter}”`;
+  return { marker, info };
+}
