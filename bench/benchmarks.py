@@ -1,4 +1,4 @@
-"""The eight benchmarks of issue 4. Each returns its table row(s)."""
+"""The benchmarks: 1-8 of issue 4, 9 of issue 7. Each returns its table row(s)."""
 
 from __future__ import annotations
 
@@ -532,6 +532,116 @@ def storage(cfg: Config) -> list[Row]:
     ]
 
 
+# -- 9 ---------------------------------------------------------------------------------
+
+PAGE_LIMIT_MS = 200.0  # long tasks and click delays on the run page (benchmark 9)
+
+
+def _max_ms(value: float) -> str:
+    return f"{value:.0f} ms" if value else "none > 50 ms"
+
+
+def page(cfg: Config) -> list[Row]:
+    """The run page in Chromium while a 1,000,000-line run streams to it
+    (tests/browser/million.py, as the stress test drives it): the longest
+    main-thread task and the slowest click, both timed in the page."""
+    import docker as docker_py
+    import httpx
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser.helpers import WAIT_MS, chromium_missing, launch_chromium, new_context
+    from tests.browser.million import DOM_CAP, LINES, last_line, watch_million_lines
+
+    missing = chromium_missing()
+    if missing:
+        raise BenchError(missing)
+    reps = cfg.reps(5, 2)
+    warmup = 1
+    watches: list[dict[str, Any]] = []
+    api = docker_py.APIClient(version="auto")
+    try:
+        with (
+            bench_server("9", profile=cfg.profile) as server,
+            httpx.Client(base_url=server.base_url, timeout=30) as client,
+            sync_playwright() as pw,
+        ):
+            browser = launch_chromium(pw)
+            for i in range(warmup + reps):
+                context = new_context(browser, base_url=server.base_url)
+                try:
+                    tab = context.new_page()
+                    tab.set_default_timeout(WAIT_MS)
+                    watch = watch_million_lines(tab, client, api)
+                    last = last_line(tab)
+                finally:
+                    context.close()
+                figures = watch.figures()
+                if last != (LINES, "stdout", str(LINES)) or not (
+                    0 < watch.max_dom_lines <= DOM_CAP
+                ):
+                    raise BenchError(f"the page ended at {last}, {watch.max_dom_lines} DOM lines")
+                tag = "warm-up" if i < warmup else f"{i - warmup + 1}/{reps}"
+                log(
+                    f"  page {tag}: streamed {figures['streaming_ms']} ms, long task max "
+                    f"{figures['long_task_ms_max']} ms ({figures['long_tasks_during_stream']}),"
+                    f" click max {figures['click_delay_ms_max']} ms ({figures['clicks']}),"
+                    f" round trip p95 {figures['round_trip_ms_p95']} ms,"
+                    f" heartbeat late max {figures['heartbeat_late_ms_max']} ms"
+                )
+                if i >= warmup:
+                    watches.append(
+                        figures
+                        | {
+                            "round_trips": watch.round_trips,
+                            "click_delays": watch.click_delays,
+                            "long_tasks": watch.long_tasks,
+                        }
+                    )
+            browser.close()
+    except PlaywrightError as exc:
+        raise BenchError(f"Chromium: {exc}".splitlines()[0]) from exc
+    finally:
+        api.close()
+    long_task = median([w["long_task_ms_max"] for w in watches])
+    click = median([w["click_delay_ms_max"] for w in watches])
+    trips = [t for w in watches for t in w["round_trips"]]
+    trip_p95 = statistics.quantiles(trips, n=20)[-1]
+    what = f"run page: {LINES:,} lines streaming in Chromium"
+    return [
+        Row(
+            "9",
+            f"{what}, longest main-thread task (max per run)",
+            _max_ms(long_task),
+            "-",
+            "-",
+            f"< {PAGE_LIMIT_MS:.0f} ms",
+            long_task < PAGE_LIMIT_MS,
+            {"runs": watches},
+        ),
+        Row(
+            "9",
+            f"{what}, slowest click, input event to handler (max per run)",
+            f"{click:.0f} ms",
+            "-",
+            "-",
+            f"< {PAGE_LIMIT_MS:.0f} ms",
+            click < PAGE_LIMIT_MS,
+            {"clicks": [w["click_delays"] for w in watches]},
+        ),
+        Row(
+            "9",
+            f"{what}, page.evaluate round trip from Python, p95 of {len(trips)}",
+            f"{trip_p95:.0f} ms",
+            "-",
+            "-",
+            "information",
+            True,
+            {"round_trips": [w["round_trips"] for w in watches]},
+        ),
+    ]
+
+
 BENCHMARKS: dict[str, Callable[[Config], list[Row]]] = {
     "1": relay,
     "2": fanout,
@@ -541,4 +651,5 @@ BENCHMARKS: dict[str, Callable[[Config], list[Row]]] = {
     "6": pull,
     "7": history,
     "8": storage,
+    "9": page,
 }

@@ -1,20 +1,44 @@
 """Fixtures shared by the integration and browser tests: the real engine,
-the local registries and an HTTP client for the directory's `server` fixture.
+the local registries, the server under test (`server`, one per session, and
+`server_factory` for a test that needs its own, with its own settings) and an
+HTTP client for `server`.
 
 `make test` provisions them (scripts/engine.sh, registry.sh, images.sh) and
 exports the PULLRUN_TEST_* variables from scripts/test-env.sh.
+
+Markers go by folder: everything under tests/integration is `integration`;
+everything under tests/browser is `browser` and `integration` (it needs the
+engine and registries too).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import httpx
 import pytest
 
-from tests.support.server import ServerProcess
+from tests.support.server import ServerFactory, ServerProcess
+
+TESTS = Path(__file__).resolve().parent
+MARKERS_BY_FOLDER = {
+    "integration": ("integration",),
+    "browser": ("browser", "integration"),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            folder = item.path.resolve().relative_to(TESTS).parts[0]
+        except ValueError:
+            continue
+        for name in MARKERS_BY_FOLDER.get(folder, ()):
+            item.add_marker(name)
 
 
 def _env(name: str) -> str:
@@ -56,7 +80,36 @@ def docker_api() -> Iterator[docker.APIClient]:
     api.close()
 
 
+@contextlib.contextmanager
+def _servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+    factory = ServerFactory(lambda: tmp_path_factory.mktemp("server") / "data")
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
+
+
+@pytest.fixture
+def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+    """server_factory(data_dir=None, env=None, **settings) -> a started server
+    of the test's own (tests/support/server.py, ServerFactory), stopped at its end."""
+    with _servers(tmp_path_factory) as factory:
+        yield factory
+
+
+@pytest.fixture(scope="session")
+def session_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+    with _servers(tmp_path_factory) as factory:
+        yield factory
+
+
+@pytest.fixture(scope="session")
+def server(session_server_factory: ServerFactory) -> ServerProcess:
+    """The server most tests share: one per session, 4 runs at once."""
+    return session_server_factory(max_concurrent_runs=4)
+
+
 @pytest.fixture
 def client(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base_url, timeout=30) as c:
+    with server.client() as c:
         yield c

@@ -1,60 +1,49 @@
 """Browser tests: Debian's Chromium, headless, driven by Playwright, against the
-real server (`pullrun serve` as a subprocess), engine and registries.
+real server (`pullrun serve` as a subprocess: tests/conftest.py's `server`),
+engine and registries.
 
 `make test` provisions the engine and registries and exports PULLRUN_TEST_*
 (scripts/test-env.sh). Playwright cannot download browsers here: it drives
 /usr/bin/chromium (scripts/deps.sh installs it). Every test leaves a
 screenshot in tests/artifacts/ (git-ignored) for a person to look at.
+
+Waits are for conditions (expect(), wait_for_function), never for a time;
+their deadline, WAIT_MS, only turns a hang into a failure.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from tests.browser.helpers import PageProblems, screenshot
+from tests.browser.helpers import (
+    WAIT_MS,
+    PageProblems,
+    chromium_missing,
+    launch_chromium,
+    new_context,
+    screenshot,
+)
 from tests.support.server import ServerProcess
 
-CHROMIUM = os.environ.get("PULLRUN_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with ServerProcess(tmp_path_factory.mktemp("browser-server"), max_concurrent_runs=4) as proc:
-        yield proc
+expect.set_options(timeout=WAIT_MS)
 
 
 # Module scope, not session: Playwright's sync API keeps its event loop current
 # while it runs, and the tests after these (asyncio.run in tests/unit) need none.
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: scripts/deps.sh installs Debian's chromium")
+    missing = chromium_missing()
+    if missing:
+        pytest.fail(missing)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(pw)
         yield browser
         browser.close()
-
-
-def _context(browser: Browser, **options: Any) -> BrowserContext:
-    defaults: dict[str, Any] = {"viewport": {"width": 1280, "height": 900}, "color_scheme": "light"}
-    defaults.update(options)
-    return browser.new_context(**defaults)
 
 
 @pytest.fixture
@@ -65,9 +54,9 @@ def new_page(
     opened: list[tuple[BrowserContext, Page, PageProblems]] = []
 
     def make(**options: Any) -> tuple[Page, PageProblems]:
-        context = _context(browser, base_url=server.base_url, **options)
+        context = new_context(browser, base_url=server.base_url, **options)
         page = context.new_page()
-        page.set_default_timeout(20_000)
+        page.set_default_timeout(WAIT_MS)
         problems = PageProblems()
         page.on("console", problems.on_console)
         page.on("pageerror", problems.on_page_error)

@@ -1,18 +1,52 @@
-"""Helpers for the browser tests (screenshots, page problems, reading the pages)."""
+"""Helpers for the browser tests (Chromium, screenshots, page problems, reading
+the pages); benchmark 9 (bench/) drives Chromium with them too."""
 
 from __future__ import annotations
 
+import os
 import re
-import time
-from collections.abc import Callable
+import shutil
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import ConsoleMessage, Page
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright
 
 from tests.support.server import ROOT
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
+
+CHROMIUM = os.environ.get("PULLRUN_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+# Playwright's deadline (ms) for every wait and expect(): generous, it only
+# turns a hang into a failure.
+WAIT_MS = 60_000
+
+
+def chromium_missing() -> str:
+    """Why Chromium cannot be launched ("" when it can)."""
+    if shutil.which(CHROMIUM) or Path(CHROMIUM).exists():
+        return ""
+    return f"{CHROMIUM} not found: scripts/deps.sh installs Debian's chromium"
+
+
+def launch_chromium(pw: Playwright) -> Browser:
+    """Debian's Chromium, headless (Playwright cannot download browsers here)."""
+    return pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def new_context(browser: Browser, **options: Any) -> BrowserContext:
+    """A 1280x900 light-scheme context unless `options` say otherwise."""
+    defaults: dict[str, Any] = {"viewport": {"width": 1280, "height": 900}, "color_scheme": "light"}
+    defaults.update(options)
+    return browser.new_context(**defaults)
 
 
 class PageProblems:
@@ -56,17 +90,24 @@ def log_lines(page: Page) -> list[tuple[int, str, str]]:
     return [(int(n), str(stream), str(text)) for n, stream, text in rows]
 
 
-def wait_finished(page: Page, timeout: float = 60_000) -> None:
+def wait_finished(page: Page, timeout: float = 2 * WAIT_MS) -> None:
     """The run page got `done` (its connection state says finished)."""
     page.wait_for_selector("#conn-state[data-state='finished']", timeout=timeout)
 
 
-def poll(check: Callable[[], Any], timeout: float = 20, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {check}")
-        time.sleep(interval)
+def wait_settled(page: Page, selector: str, frames: int = 5) -> None:
+    """Wait until the element's scroll position has stayed the same for
+    `frames` animation frames in a row (a wheel scroll may be animated)."""
+    page.wait_for_function(
+        """([selector, frames]) => {
+            const top = document.querySelector(selector).scrollTop;
+            const s = (window.__settle ||= { top: null, same: 0 });
+            s.same = top === s.top ? s.same + 1 : 0;
+            s.top = top;
+            if (s.same < frames) return false;
+            window.__settle = null;
+            return true;
+        }""",
+        arg=[selector, frames],
+        polling="raf",
+    )

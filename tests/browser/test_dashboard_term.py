@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
 from playwright.sync_api import Page
-
-pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 CASES = [
     ("plain text", "plain text"),

@@ -5,8 +5,9 @@ from __future__ import annotations
 import docker
 import httpx
 
-from tests.support.runs import containers_of, run_to_end
-from tests.support.sse import log_lines
+from tests.support.runs import containers_of, gate, open_gate, run_to_end, start
+from tests.support.sse import Event, log_lines
+from tests.support.wait import Deadline
 
 
 def test_hello_world_succeeds_and_removes_its_container(
@@ -41,15 +42,34 @@ def test_carriage_returns_and_invalid_utf8(client: httpx.Client, image: str) -> 
     assert run["log_lines"] == 3
 
 
-def test_partial_line_is_sent_before_its_newline(client: httpx.Client, image: str) -> None:
-    script = "printf 'prompt> '; sleep 1.5; echo answer; echo next"
-    run, events = run_to_end(client, image=image, command=["sh", "-c", script])
+def test_partial_line_is_sent_before_its_newline(
+    client: httpx.Client, image: str, docker_api: docker.APIClient
+) -> None:
+    # The rest of the line is printed only once the test has the fragment.
+    script = f"printf 'prompt> '; {gate()}; echo answer; echo next"
+    record = start(client, image=image, command=["sh", "-c", script])
+    url = record["links"]["events"]
+    events: list[Event] = []
+    with client.stream("GET", url) as response:
+        for event in Deadline(f"the partial line, then `done`, on {url}").events(response):
+            events.append(event)
+            if event.type == "log" and len([e for e in events if e.type == "log"]) == 1:
+                # The fragment arrived live, before the rest of its line existed.
+                assert event.data == {
+                    "stream": "stdout",
+                    "first": 1,
+                    "lines": ["prompt> "],
+                    "partial": True,
+                }
+                open_gate(docker_api, record["id"])
+            if event.type == "done":
+                break
+    assert [int(e.id) for e in events] == list(range(1, len(events) + 1))
     logs = [e for e in events if e.type == "log"]
     assert logs[0].data == {"stream": "stdout", "first": 1, "lines": ["prompt> "], "partial": True}
     assert logs[1].data["first"] == 1 and logs[1].data["lines"][0] == "answer"
-    # The fragment arrived live, well before the rest of its line.
-    assert logs[1].at - logs[0].at > 0.8
     assert log_lines(events) == ["prompt> answer", "next"]
+    run = client.get(record["links"]["self"]).json()
     assert run["log_lines"] == 2
 
 
@@ -87,11 +107,30 @@ def test_many_lines_arrive_once_each_in_order(client: httpx.Client, image: str) 
     assert sum(1 for e in events if e.type == "log") < 2000
 
 
-def test_logs_endpoint_returns_the_text(client: httpx.Client, image: str) -> None:
+def test_logs_endpoint_returns_the_text(
+    client: httpx.Client, image: str, docker_api: docker.APIClient
+) -> None:
     # stdout and stderr are copied by separate engine goroutines: only the
-    # order within a stream is guaranteed, hence the pause between streams.
-    script = "echo a; sleep 0.2; echo b >&2; sleep 0.2; printf 'c'; sleep 0.5; echo d"
-    run, _ = run_to_end(client, image=image, command=["sh", "-c", script])
+    # order within a stream is guaranteed, hence each piece waits (a gate)
+    # until the test has seen the one before it on the event stream.
+    script = f"echo a; {gate('b')}; echo b >&2; {gate('c')}; printf 'c'; {gate('d')}; echo d"
+    record = start(client, image=image, command=["sh", "-c", script])
+    url = record["links"]["events"]
+    after = {"a": "b", "b": "c", "c": "d"}  # when this text has arrived, open that gate
+    events: list[Event] = []
+    with client.stream("GET", url) as response:
+        for event in Deadline(f"`a`, `b`, `c` (partial), then `done`, on {url}").events(response):
+            events.append(event)
+            if event.type == "log":
+                for text in event.data["lines"]:
+                    if text in after:
+                        open_gate(docker_api, record["id"], after.pop(text))
+            if event.type == "done":
+                break
+    assert after == {}
+    assert events[-1].type == "done"
+    assert [int(e.id) for e in events] == list(range(1, len(events) + 1))
+    run = client.get(record["links"]["self"]).json()
     text = client.get(run["links"]["logs"])
     assert text.status_code == 200
     assert text.headers["content-type"].startswith("text/plain")

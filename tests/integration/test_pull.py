@@ -6,9 +6,9 @@ import docker
 import httpx
 
 from tests.support.runs import containers_of, remove_image, run_to_end, start
-from tests.support.server import ServerProcess
-from tests.support.sse import collect
+from tests.support.server import ServerFactory, ServerProcess
 from tests.support.throttle_proxy import ThrottleProxy
+from tests.support.wait import collect
 
 RATE = 2 * 1024 * 1024  # the layers image is ~6 MiB: about 3 s of real Downloading
 
@@ -64,7 +64,10 @@ def test_error_inside_the_pull_stream_ends_the_run(
 ) -> None:
     ref = f"{broken_registry}/pullrun/broken:latest"
     remove_image(docker_api, ref)
-    run, events = run_to_end(client, image=ref)
+    try:
+        run, events = run_to_end(client, image=ref)
+    finally:
+        remove_image(docker_api, ref)  # should the pull have succeeded after all
     assert run["status"] == "error", run
     assert run["error"]["phase"] == "pull"
     pulls = [e.data for e in events if e.type == "pull"]
@@ -132,25 +135,23 @@ def test_pull_policy_never_and_missing(
 
 
 def test_stalled_pull_is_abandoned(
-    tmp_path_factory: object, registry: str, docker_api: docker.APIClient
+    server_factory: ServerFactory, registry: str, docker_api: docker.APIClient
 ) -> None:
-    import pytest
-
-    assert isinstance(tmp_path_factory, pytest.TempPathFactory)
-    data = tmp_path_factory.mktemp("stall")
+    server = server_factory(pull_stall_timeout=3)
     with (
         ThrottleProxy(registry, rate=RATE, stall_after=1024 * 1024) as proxy,
-        ServerProcess(data, pull_stall_timeout=3) as server,
-        httpx.Client(base_url=server.base_url) as client,
+        server.client() as client,
     ):
         ref = f"{proxy.address}/pullrun/layers:latest"
         remove_image(docker_api, ref)
-        record = start(client, image=ref, pull="always")
-        events = collect(client, record["links"]["events"], timeout=60)
-        proxy.release()
+        try:
+            record = start(client, image=ref, pull="always")
+            events = collect(client, record["links"]["events"])
+        finally:
+            proxy.release()
+            remove_image(docker_api, ref)
     done = events[-1].data
     assert done["status"] == "error"
     assert done["error"]["phase"] == "pull"
     assert "no pull progress for 3s" in done["error"]["message"]
     assert any(e.type == "pull" for e in events)
-    remove_image(docker_api, ref)

@@ -3,22 +3,24 @@ global feed, and subscribers that go away."""
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
+import http.client
+import socket
 
+import docker
 import httpx
 
-from tests.support.runs import run_to_end, start
-from tests.support.server import ServerProcess
-from tests.support.sse import collect, iter_events, log_lines
+from tests.support.runs import SLEEPER, gate, open_gate, run_to_end, start
+from tests.support.server import ServerFactory, ServerProcess
+from tests.support.sse import log_lines
+from tests.support.wait import Deadline, collect, events_of, wait_for_status, wait_until
 
 TICKER = ["sh", "-c", "for i in $(seq 1 30); do echo line$i; sleep 0.05; done"]
 
 
 def raw_stream(client: httpx.Client, url: str, headers: dict[str, str] | None = None) -> bytes:
-    with client.stream("GET", url, headers=headers, timeout=60) as response:
+    with client.stream("GET", url, headers=headers) as response:
         assert response.status_code == 200
-        return b"".join(response.iter_raw())
+        return b"".join(Deadline(f"the replay of {url}").chunks(response))
 
 
 def test_event_ids_and_wire_format(client: httpx.Client, image: str) -> None:
@@ -79,12 +81,12 @@ def test_unknown_run_is_404_json(client: httpx.Client) -> None:
 
 
 def test_run_feed_streams_changes_and_resumes(client: httpx.Client, image: str) -> None:
-    with client.stream("GET", "/api/events", timeout=60) as response:
+    with client.stream("GET", "/api/events") as response:
         assert response.status_code == 200
         record = start(client, image=image, command=["echo", "feed"])
         statuses: list[str] = []
         last_id = ""
-        for event in iter_events(response):
+        for event in Deadline(f"run {record['id']} running on the feed").events(response):
             assert event.type == "run"
             if event.data["id"] != record["id"]:
                 continue
@@ -95,14 +97,12 @@ def test_run_feed_streams_changes_and_resumes(client: httpx.Client, image: str) 
     assert statuses[0] == "queued" and "running" in statuses
     # Resume: what happened since last_id comes first, ending with the terminal state.
     resumed = collect(
-        client, "/api/events", headers={"Last-Event-ID": last_id}, until="run", limit=50, timeout=30
+        client, "/api/events", headers={"Last-Event-ID": last_id}, until="run", limit=50
     )
     assert resumed[0].type == "run"
     later: list[str] = []
-    with client.stream(
-        "GET", "/api/events", headers={"Last-Event-ID": last_id}, timeout=30
-    ) as response:
-        for event in iter_events(response):
+    with client.stream("GET", "/api/events", headers={"Last-Event-ID": last_id}) as response:
+        for event in Deadline(f"run {record['id']} succeeded on the feed").events(response):
             if event.data.get("id") == record["id"]:
                 later.append(event.data["status"])
                 if event.data["status"] == "succeeded":
@@ -126,64 +126,98 @@ def test_subscriber_that_disconnects_leaves_nothing_behind(
         collect(client, record["links"]["events"], until="log")
     with client.stream("GET", "/api/events") as response:
         next(response.iter_raw(), None)
-    deadline = time.monotonic() + 10
-    stats = client.get("/api/stats").json()
-    while stats["subscribers"] != before["subscribers"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-        stats = client.get("/api/stats").json()
-    assert stats["subscribers"] == before["subscribers"]
+    seen: list[dict[str, int]] = []
+
+    def stats() -> dict[str, int]:
+        seen.append(client.get("/api/stats").json())
+        return seen[-1]
+
+    wait_until(
+        lambda: stats()["subscribers"] == before["subscribers"],
+        f"the subscriber count to return to {before['subscribers']} (before: {before})",
+    )
     client.post(f"/api/runs/{record['id']}/cancel")
     collect(client, record["links"]["events"])
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        stats = client.get("/api/stats").json()
-        if stats["threads"] <= before["threads"] and stats["active_runs"] == 0:
-            break
-        time.sleep(0.1)
-    assert stats["active_runs"] == 0
-    assert stats["threads"] <= before["threads"], (before, stats)
+    wait_until(
+        lambda: (s := stats())["active_runs"] == 0 and s["threads"] <= before["threads"],
+        f"no active run and at most {before['threads']} threads (before: {before})",
+    )
+    assert seen[-1]["active_runs"] == 0
+    assert seen[-1]["threads"] <= before["threads"], (before, seen[-1])
 
 
 def test_a_subscriber_that_never_reads_does_not_slow_the_run(
-    client: httpx.Client, server: ServerProcess, image: str
+    client: httpx.Client, server: ServerProcess, image: str, docker_api: docker.APIClient
 ) -> None:
-    import socket
-
-    record = start(client, image=image, command=["sh", "-c", "sleep 0.5; seq 1 300000"])
+    """A subscriber that reads nothing: the run goes on to its end and another
+    subscriber gets all of it meanwhile. The output (8.5 MB of events) is more
+    than the kernel buffers between server and subscriber hold (4 MB), so the
+    server really is held up sending to it; yet it is not dropped to make way
+    (the server gives up on a send only after 30 s, far more than this run
+    needs): once it reads, it gets the whole stream too."""
+    count = 1_000_000
+    before = client.get("/api/stats").json()
+    record = start(client, image=image, command=["sh", "-c", f"{gate()}; seq 1 {count}"])
+    url = record["links"]["events"]
     stuck = socket.create_connection(("127.0.0.1", server.port))
-    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stuck.sendall(f"GET {record['links']['events']} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    stuck.sendall(f"GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
     try:
-        started = time.monotonic()
-        events = collect(client, record["links"]["events"], timeout=60)
-        elapsed = time.monotonic() - started
+        wait_until(
+            lambda: client.get("/api/stats").json()["subscribers"] == before["subscribers"] + 1,
+            "the subscriber that never reads to be counted",
+        )
+        open_gate(docker_api, record["id"])
+        events = collect(client, url)
         assert events[-1].data["status"] == "succeeded"
-        assert log_lines(events) == [str(i) for i in range(1, 300001)]
-        assert elapsed < 20, elapsed
+        assert log_lines(events) == [str(i) for i in range(1, count + 1)]
+        # The run is over, and the stuck subscriber, not having read a byte, is
+        # still being served (neither finished nor dropped).
+        assert client.get(record["links"]["self"]).json()["status"] == "succeeded"
+        wait_until(
+            lambda: client.get("/api/stats").json()["subscribers"] == before["subscribers"] + 1,
+            "only the subscriber that never reads to be left",
+        )
+        stuck.settimeout(30)
+        response = http.client.HTTPResponse(stuck)
+        response.begin()
+        assert response.status == 200
+        late = events_of(response.read())
+        assert [(e.id, e.type, e.data) for e in late] == [(e.id, e.type, e.data) for e in events]
     finally:
         stuck.close()
 
 
-def test_keepalive_comments_on_a_quiet_stream(tmp_path: Path, image: str) -> None:
-    with (
-        ServerProcess(tmp_path / "data", keepalive=0.5) as server,
-        httpx.Client(base_url=server.base_url) as client,
-    ):
-        record = start(client, image=image, command=["sleep", "3"])
-        comments = 0
-        with client.stream("GET", record["links"]["events"], timeout=30) as response:
-            for chunk in response.iter_raw():
-                comments += chunk.count(b": ping")
-                if b"event: done" in chunk:
+def test_keepalive_comments_on_a_quiet_stream(server_factory: ServerFactory, image: str) -> None:
+    server = server_factory(keepalive=0.5)
+    with server.client() as client:
+        record = start(client, image=image, command=SLEEPER)  # "started", then silence
+        wait_for_status(client, record["id"], "running")
+        received = b""
+        canceled = False
+        with client.stream("GET", record["links"]["events"]) as response:
+            deadline = Deadline(f"3 keepalive comments, then `done`, on run {record['id']}")
+            for chunk in deadline.chunks(response):
+                received += chunk
+                if not canceled and received.count(b": ping") >= 3:
+                    assert client.post(f"/api/runs/{record['id']}/cancel").status_code == 202
+                    canceled = True
+                if b"event: done" in received:
                     break
-        assert comments >= 3
+        assert canceled, received[-300:]
+        assert received.count(b": ping") >= 3
+        assert b"event: done" in received
+        assert client.get(record["links"]["self"]).json()["status"] == "canceled"
 
 
 def test_feed_announces_deleted_runs(client: httpx.Client, image: str) -> None:
     run, _ = run_to_end(client, image=image, command=["true"])
-    with client.stream("GET", "/api/events", timeout=30) as response:
+    with client.stream("GET", "/api/events") as response:
         assert client.delete(run["links"]["self"]).status_code == 204
-        for event in iter_events(response):
+        deleted = None
+        for event in Deadline(f"`deleted` for {run['id']} on the feed").events(response):
             if event.type == "deleted":
-                assert event.data == {"id": run["id"]}
+                deleted = event
                 break
+    assert deleted is not None
+    assert deleted.data == {"id": run["id"]}

@@ -8,12 +8,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 60.0  # seconds for /healthz to answer: generous, a busy machine is slow
 
 
 def free_port() -> int:
@@ -62,16 +64,20 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log()}")
             try:
-                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(self.base_url + "/healthz", timeout=5).status_code == 200:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.1)
-        raise RuntimeError(f"server did not start: {self.log()}")
+        raise RuntimeError(f"server did not answer /healthz in {START_TIMEOUT:g} s: {self.log()}")
+
+    def client(self, timeout: float = 30) -> httpx.Client:
+        """An HTTP client for this server (close it, or use it in a `with`)."""
+        return httpx.Client(base_url=self.base_url, timeout=timeout)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -107,3 +113,26 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ServerFactory:
+    """`factory(data_dir=None, env=None, **settings)`: a started `pullrun serve`
+    with those settings (PULLRUN_*), on a fresh data dir (from `new_dir`)
+    unless one is given (the same one again: a restart). stop_all() stops
+    every server it started (the `server_factory` fixture calls it at the end
+    of the test); a test may also stop, terminate or kill one itself."""
+
+    def __init__(self, new_dir: Callable[[], Path]) -> None:
+        self._new_dir = new_dir
+        self.started: list[ServerProcess] = []
+
+    def __call__(
+        self, data_dir: Path | None = None, env: dict[str, str] | None = None, **settings: Any
+    ) -> ServerProcess:
+        proc = ServerProcess(data_dir or self._new_dir(), env, **settings)
+        self.started.append(proc)
+        return proc.start()
+
+    def stop_all(self) -> None:
+        while self.started:
+            self.started.pop().stop()
