@@ -21,7 +21,7 @@ from backend.storage.reader import decode_events
 T = TypeVar("T")
 
 
-def run_async(make: Callable[[], Awaitable[T]], timeout: float = 20.0) -> T:
+def run_async(make: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:
     async def main() -> T:
         return await asyncio.wait_for(make(), timeout)
 
@@ -78,7 +78,7 @@ def test_follow_while_a_thread_appends_yields_every_event_once_in_order(tmp_path
             for i in range(count):
                 log.append("log", {"i": i})
                 if i % 25 == 0:
-                    time.sleep(0.002)
+                    time.sleep(0.002)  # pacing the writer so reads interleave, not a wait
             log.append("done", {"status": "succeeded"})
 
         thread = threading.Thread(target=writer)

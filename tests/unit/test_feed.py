@@ -15,7 +15,7 @@ T = TypeVar("T")
 BOOT = "1a2b3c4d"
 
 
-def run_async(make: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
+def run_async(make: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:
     async def main() -> T:
         return await asyncio.wait_for(make(), timeout)
 
@@ -49,7 +49,7 @@ async def take(agen: AsyncIterator[bytes], count: int) -> list[tuple[str, str, A
     """The next `count` events, whatever the chunking of the stream."""
     events: list[tuple[str, str, Any]] = []
     while len(events) < count:
-        events += await asyncio.wait_for(next_events(agen), 2)
+        events += await asyncio.wait_for(next_events(agen), 60)
     assert len(events) == count, events
     return events
 
@@ -57,9 +57,14 @@ async def take(agen: AsyncIterator[bytes], count: int) -> list[tuple[str, str, A
 async def nothing_ready(
     agen: AsyncIterator[bytes],
 ) -> asyncio.Future[list[tuple[str, str, Any]]]:
-    """Start reading and check no event is ready; return the pending read."""
+    """Start reading and check no event is ready; return the pending read.
+
+    The feed lives on this loop: a few turns of it let the read run until it
+    waits for a publish, whatever the machine's speed.
+    """
     pending = asyncio.ensure_future(next_events(agen))
-    await asyncio.sleep(0.02)
+    for _ in range(10):
+        await asyncio.sleep(0)
     assert not pending.done()
     return pending
 
