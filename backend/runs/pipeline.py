@@ -80,8 +80,8 @@ class RunPipeline:
 
     def cancel(self, reason: str) -> None:
         with self._lock:
-            if self._cancel_reason is not None:
-                return
+            if self._cancel_reason is not None or self._exited:
+                return  # canceled already, or its container has ended on its own
             self._cancel_reason = reason
             pull = self._pull_stream
             waiting_for_pull = self._phase == Phase.PULL and pull is None
@@ -113,10 +113,11 @@ class RunPipeline:
                 except Exception as exc:  # the run goes on to its wait either way
                     log.warning("stopping %s failed: %s", container_id[:12], exc)
 
-            self._stopper = threading.Thread(
-                target=stop, name=f"stop-{self.record.id}", daemon=True
-            )
-            self._stopper.start()
+            stopper = threading.Thread(target=stop, name=f"stop-{self.record.id}", daemon=True)
+            # Started before it is published: the worker joins `_stopper` without
+            # the lock, and joining a thread not yet started raises.
+            stopper.start()
+            self._stopper = stopper
 
     # -- the run -------------------------------------------------------------------
 
@@ -143,9 +144,10 @@ class RunPipeline:
             if engine is not None:
                 try:
                     self._cleanup(engine)
-                    engine.close()
                 except Exception:
                     log.exception("cleaning up run %s failed", self.record.id)
+                finally:
+                    engine.close()
         self._finish(status, error)
 
     def _failed(self, phase: Phase, message: str) -> tuple[RunStatus, RunError]:
@@ -254,6 +256,10 @@ class RunPipeline:
         self._enter(Phase.PULL)
         progress = PullProgress()
         auth = self._auth.model_dump(exclude_none=True) if self._auth else None
+        # A cancel that came before the phase was `pull` (while the engine was
+        # made or the image checked) only set the flag: honour it before the
+        # engine's answer can keep the run waiting. A later one ends it at once.
+        self._check_canceled()
         try:
             stream = engine.pull(
                 spec.image,
@@ -262,7 +268,7 @@ class RunPipeline:
                 stall_timeout=self.settings.pull_stall_timeout,
             )
         except Exception as exc:  # before the first byte: the engine answered an error
-            raise PipelineError(Phase.PULL, engine_message(exc)) from exc
+            raise self._pull_failed(exc) from exc
         with self._lock:
             self._pull_stream = stream
         if self._cancel_reason is not None:
@@ -287,12 +293,7 @@ class RunPipeline:
         except PipelineError:
             raise
         except Exception as exc:
-            if "timed out" in str(exc).lower():
-                raise PipelineError(
-                    Phase.PULL,
-                    f"no pull progress for {self.settings.pull_stall_timeout:g}s: pull abandoned",
-                ) from exc
-            raise PipelineError(Phase.PULL, engine_message(exc)) from exc
+            raise self._pull_failed(exc) from exc
         finally:
             with self._lock:
                 self._pull_stream = None
@@ -305,6 +306,14 @@ class RunPipeline:
         summary.update(progress.summary(), pulled=True)
         self.record.image_digest = progress.digest or engine.image_digest(spec.image)
         self._mark_end(Phase.PULL)
+
+    def _pull_failed(self, exc: Exception) -> PipelineError:
+        """The read timeout is the stall detector, before the engine's first
+        byte as after it: say so rather than quote the HTTP client."""
+        if "timed out" in str(exc).lower():
+            stall = self.settings.pull_stall_timeout
+            return PipelineError(Phase.PULL, f"no pull progress for {stall:g}s: pull abandoned")
+        return PipelineError(Phase.PULL, engine_message(exc))
 
     # -- bookkeeping ---------------------------------------------------------------
 

@@ -158,9 +158,11 @@ class Runner:
             self.store.insert(record)
             self._active[run_id] = ActiveRun(pipeline)
             self._queue.append(run_id)
+            # A copy as accepted: a worker may change the live record at once.
+            accepted = record.model_copy(deep=True)
             self._work.notify()
-        self._publish(record)
-        return record
+        self._publish(accepted)
+        return accepted
 
     def cancel(self, run_id: str, reason: str = CANCEL_REASON) -> RunRecord:
         with self._lock:
@@ -201,7 +203,9 @@ class Runner:
             with self._lock:
                 while not self._queue and not self._closing:
                     self._work.wait()
-                if not self._queue:
+                if self._closing:
+                    # Runs still queued are shutdown's to cancel (it claims each
+                    # one and ends it at once): never start one now.
                     return
                 run_id = self._queue.popleft()
                 active = self._active[run_id]
