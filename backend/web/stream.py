@@ -51,7 +51,8 @@ async def run_events(
         return Response(status_code=204)
 
     return EventSourceResponse(
-        runner.subscribers.track(log.follow(cursor)), ping=settings.keepalive,
+        runner.subscribers.track(log.follow(cursor)),
+        ping=settings.keepalive,
         send_timeout=30,
         sep="\n",
     )
