@@ -5,8 +5,10 @@
 #   make install     Debian packages (chromium, ...) and .venv with pip install -e '.[dev]'
 #   make provision   Docker engine + registries on 127.0.0.1:5000-5002 + test images
 #   make run         provision, then `pullrun serve` (RUN_ARGS='--port 9000', or PULLRUN_* env)
-#   make lint        ruff + mypy
+#   make lint        ruff (check and format) + mypy
 #   make test        install, provision, lint, the JS tests, then pytest (PYTEST_ARGS='-k pull -x')
+#   make unit        the unit tests alone (no Docker, no browser), in well under a minute
+#   make coverage    the unit tests with coverage of backend/ (needs no Docker either)
 #   make test-js     the pages' scripts (static/js) under Node's test runner: node --test tests/js/
 #   make js-fixtures rebuild tests/js/fixtures from the server's code (a unit test says when)
 #   make bench       install, provision, then the benchmarks against the docker CLI (BENCH_ARGS='1 3 --quick')
@@ -22,7 +24,7 @@ PYTEST_ARGS ?=
 RUN_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help install provision run lint test test-js js-fixtures bench stop clean distclean
+.PHONY: help install provision run lint test unit coverage test-js js-fixtures bench stop clean distclean
 
 help:
 	@sed -n 's/^#   make/  make/p' Makefile
@@ -41,10 +43,17 @@ run: install provision
 
 lint: install
 	$(VENV)/bin/ruff check backend tests bench
+	$(VENV)/bin/ruff format --check backend tests bench
 	$(VENV)/bin/mypy
 
 test: install provision lint test-js
 	source scripts/test-env.sh && $(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+unit: install
+	$(VENV)/bin/pytest -q tests/unit $(PYTEST_ARGS)
+
+coverage: install
+	$(VENV)/bin/pytest -q tests/unit --cov=backend --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
 
 test-js: install
 	node --test tests/js/

@@ -4,6 +4,7 @@ global feed, and subscribers that go away."""
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 
 import docker
@@ -206,6 +207,8 @@ def test_keepalive_comments_on_a_quiet_stream(server_factory: ServerFactory, ima
                     break
         assert canceled, received[-300:]
         assert received.count(b": ping") >= 3
+        assert b"\r" not in received  # every line ends in LF, keepalives too
+        assert all(line.endswith(b"\n\n") for line in re.findall(rb": ping[^\n]*\n+", received))
         assert b"event: done" in received
         assert client.get(record["links"]["self"]).json()["status"] == "canceled"
 
