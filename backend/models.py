@@ -7,7 +7,14 @@ import shlex
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .reference import validate_reference
 
@@ -17,6 +24,21 @@ _MEMORY = re.compile(r"(\d+)\s*([bkmg]?)b?", re.IGNORECASE | re.ASCII)
 _MEMORY_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 MIN_MEMORY = 6 * 1024 * 1024  # the engine's own minimum
 MAX_TIMEOUT = 365 * 24 * 3600
+
+# Input limits of a run request (docs/api.md, "Limits"); past them: 422. Sizes
+# are in characters. Maximums set by the server (memory, CPUs, process count,
+# timeout) are its run policy: backend/runs/policy.py.
+MAX_IMAGE_LENGTH = 1024
+MAX_ENV = 256  # variables in `env` and `secret_env` together
+MAX_KEY_LENGTH = 256  # a key of `env`, `secret_env` or `labels`
+MAX_ENV_VALUE_LENGTH = 32 * 1024
+MAX_LABELS = 64
+MAX_LABEL_VALUE_LENGTH = 4096
+MAX_ARGS = 1024  # words of `command`, and of `entrypoint`
+MAX_ARG_LENGTH = 32 * 1024
+MAX_STRING_LENGTH = 4096  # `workdir`, `user`, `platform`, a registry username
+MAX_SECRET_LENGTH = 16 * 1024  # a registry password or identity token
+REDACTED = "***"  # what is shown in place of a value that is not shown
 
 
 class RunStatus(StrEnum):
@@ -84,11 +106,11 @@ class PullPolicy(StrEnum):
 class RegistryAuth(BaseModel):
     """Credentials for one pull. Write-only: never stored, echoed or logged."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
-    username: str | None = None
-    password: str | None = Field(None, repr=False)
-    identitytoken: str | None = Field(None, repr=False)
+    username: str | None = Field(None, max_length=MAX_STRING_LENGTH)
+    password: str | None = Field(None, repr=False, max_length=MAX_SECRET_LENGTH)
+    identitytoken: str | None = Field(None, repr=False, max_length=MAX_SECRET_LENGTH)
 
     @model_validator(mode="after")
     def _complete(self) -> RegistryAuth:
@@ -100,6 +122,18 @@ class RegistryAuth(BaseModel):
 
     def __repr__(self) -> str:
         return "RegistryAuth(<redacted>)"
+
+
+def memory_bytes(value: Any) -> Any:
+    """`"256m"` -> 268435456; ints pass through (bytes). For requests and settings."""
+    if isinstance(value, bool):
+        raise ValueError('must be bytes or a size like "256m"')
+    if isinstance(value, str):
+        match = _MEMORY.fullmatch(value.strip())
+        if match is None:
+            raise ValueError('must be bytes or a size like "256m" (units b, k, m, g)')
+        return int(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()]
+    return value
 
 
 def _split_command(value: Any) -> Any:
@@ -122,7 +156,16 @@ class RunSpec(BaseModel):
         None, description="Command; a string is split like a shell would."
     )
     entrypoint: list[str] | None = Field(None, description="Entrypoint override; string or list.")
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment. Its values are shown only to the run's creator and admins "
+        "(others see `***`).",
+    )
+    secret_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment whose values reach the container and are never stored, "
+        "returned or logged: a run shows its keys, each with the value `***`.",
+    )
     workdir: str | None = None
     user: str | None = None
     tty: bool = False
@@ -136,6 +179,9 @@ class RunSpec(BaseModel):
     )
     memory: int | None = Field(None, description='Memory limit: bytes, or a string like "256m".')
     cpus: float | None = Field(None, gt=0, le=1024)
+    pids_limit: int | None = Field(
+        None, ge=1, description="Processes the container may have; default from settings."
+    )
     auto_remove: bool = True
     labels: dict[str, str] = Field(default_factory=dict)
 
@@ -149,12 +195,20 @@ class RunSpec(BaseModel):
     def _split(cls, value: Any) -> Any:
         return _split_command(value)
 
-    @field_validator("env")
+    @field_validator("env", "secret_env")
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
             if not _ENV_KEY.fullmatch(key):
-                raise ValueError(f"key {key!r} must match [A-Za-z_][A-Za-z0-9_]*")
+                raise ValueError(f"key {_show(key)} must match [A-Za-z_][A-Za-z0-9_]*")
+        return value
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_env_apart(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        both = sorted(set(value) & set(info.data.get("env") or {}))
+        if both:
+            raise ValueError(f"key {_show(both[0])} is also in env: give each variable once")
         return value
 
     @field_validator("workdir")
@@ -174,14 +228,7 @@ class RunSpec(BaseModel):
     @field_validator("memory", mode="before")
     @classmethod
     def _memory_size(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError('must be bytes or a size like "256m"')
-        if isinstance(value, str):
-            match = _MEMORY.fullmatch(value.strip())
-            if match is None:
-                raise ValueError('must be bytes or a size like "256m" (units b, k, m, g)')
-            return int(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()]
-        return value
+        return memory_bytes(value)
 
     @field_validator("memory")
     @classmethod
@@ -199,10 +246,127 @@ class RunSpec(BaseModel):
         return value
 
 
+def _show(key: str, width: int = 40) -> str:
+    """A key for an error message: quoted, escaped (no lone surrogate), cut short."""
+    shown = repr(key[:width])
+    return shown + "…" if len(key) > width else shown
+
+
+def _valid_text(text: str) -> bool:
+    """False for a string that UTF-8 cannot encode (a lone surrogate, from JSON's \\ud800)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _invalid_text(value: Any, path: str) -> str | None:
+    """Where in a raw input value a string is not valid Unicode, or None."""
+    if isinstance(value, str):
+        return None if _valid_text(value) else path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and not _valid_text(key):
+                return f"a key of {path}"
+            found = _invalid_text(item, f"{path}[{_show(str(key))}]")
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _invalid_text(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def _check_map(
+    value: dict[str, str], what: str, count: int, key_length: int, value_length: int
+) -> None:
+    if len(value) > count:
+        raise ValueError(f"at most {count} {what} (got {len(value)})")
+    for key, item in value.items():
+        if len(key) > key_length:
+            raise ValueError(f"key {_show(key)} is longer than {key_length} characters")
+        if len(item) > value_length:
+            raise ValueError(f"the value of {_show(key)} is longer than {value_length} characters")
+        if "\x00" in item or "\x00" in key:
+            raise ValueError(f"{_show(key)}: may not contain a NUL character")
+
+
 class RunCreate(RunSpec):
+    """A run request: the spec, plus what is never kept (`secret_env` values,
+    `registry_auth`). Only requests are held to the input limits, so records
+    stored before a limit existed still load."""
+
+    secret_env: dict[str, str] = Field(
+        default_factory=dict,
+        repr=False,
+        description="Environment whose values reach the container and are never stored, "
+        "returned or logged: a run shows its keys, each with the value `***`.",
+    )
     registry_auth: RegistryAuth | None = Field(
         None, description="Write-only registry credentials for this pull.", repr=False
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _unicode(cls, value: Any, info: ValidationInfo) -> Any:
+        where = _invalid_text(value, str(info.field_name))
+        if where is not None:
+            raise ValueError(f"is not valid Unicode: a lone surrogate in {where}")
+        return value
+
+    @field_validator("image", mode="before")
+    @classmethod
+    def _image_length(cls, value: Any) -> Any:
+        if isinstance(value, str) and len(value) > MAX_IMAGE_LENGTH:
+            raise ValueError(f"is longer than {MAX_IMAGE_LENGTH} characters")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_limits(cls, value: dict[str, str]) -> dict[str, str]:
+        _check_map(value, "variables", MAX_ENV, MAX_KEY_LENGTH, MAX_ENV_VALUE_LENGTH)
+        return value
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_env_limits(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        room = MAX_ENV - len(info.data.get("env") or {})
+        if len(value) > room:
+            raise ValueError(f"at most {MAX_ENV} variables in env and secret_env together")
+        _check_map(value, "variables", MAX_ENV, MAX_KEY_LENGTH, MAX_ENV_VALUE_LENGTH)
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _label_limits(cls, value: dict[str, str]) -> dict[str, str]:
+        _check_map(value, "labels", MAX_LABELS, MAX_KEY_LENGTH, MAX_LABEL_VALUE_LENGTH)
+        return value
+
+    @field_validator("command", "entrypoint")
+    @classmethod
+    def _argument_limits(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if len(value) > MAX_ARGS:
+            raise ValueError(f"at most {MAX_ARGS} arguments (got {len(value)})")
+        for index, word in enumerate(value):
+            if len(word) > MAX_ARG_LENGTH:
+                raise ValueError(f"argument {index} is longer than {MAX_ARG_LENGTH} characters")
+            if "\x00" in word:
+                raise ValueError(f"argument {index} may not contain a NUL character")
+        return value
+
+    @field_validator("workdir", "user", "platform")
+    @classmethod
+    def _string_limits(cls, value: str | None) -> str | None:
+        if value is not None and len(value) > MAX_STRING_LENGTH:
+            raise ValueError(f"is longer than {MAX_STRING_LENGTH} characters")
+        return value
 
 
 class RunError(BaseModel):
@@ -233,6 +397,9 @@ class RunRecord(BaseModel):
     image_digest: str | None = None
     container_id: str | None = None
     created_at: str
+    created_by: str | None = Field(
+        None, description="The user or token that started the run (None: before sign-in existed)"
+    )
     started_at: str | None = None
     finished_at: str | None = None
     exit_code: int | None = None

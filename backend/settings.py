@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .models import memory_bytes
+
+# A list setting: a JSON list (`["a", "b"]`) or a comma-separated string (`a,b`).
+StrList = Annotated[list[str], NoDecode]
+
+
+def split_list(value: Any) -> Any:
+    """`field_validator(mode="before")` for a StrList: JSON list or `a, b`."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
 
 
 class Settings(BaseSettings):
@@ -39,10 +56,173 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(
         20, ge=0, description="Seconds a graceful shutdown waits for canceled runs to finish."
     )
+    retention_days: float = Field(
+        0.0,
+        ge=0,
+        description="Finished runs older than this many days are deleted (0: kept at any age).",
+    )
+    max_disk_bytes: int = Field(
+        10 * 1024**3,
+        ge=0,
+        description="Event logs and databases in the data dir stay under this: the oldest "
+        "finished runs are deleted to make room (0: no limit).",
+    )
+    min_free_bytes: int = Field(
+        1024**2,
+        ge=0,
+        description="Room kept free on the data dir's filesystem: below it output is no "
+        "longer written (the run ends with error) and new runs get 507.",
+    )
+    auth: Literal["required", "off"] = Field(
+        "required",
+        description="`required`: every route but /healthz, /readyz and /login needs a token or "
+        "a session; `off`: no sign-in, everyone is admin (refused unless the host is loopback).",
+    )
+    trusted_proxies: StrList = Field(
+        default_factory=list,
+        description="Addresses of reverse proxies whose X-Forwarded-Proto and X-Forwarded-For "
+        "are believed (the session cookie is Secure behind one that says https).",
+    )
+    session_idle_timeout: float = Field(
+        12 * 3600, gt=0, description="Seconds a browser session may go unused before it ends."
+    )
+    session_max_age: float = Field(
+        7 * 24 * 3600, gt=0, description="Seconds a browser session lasts at most, used or not."
+    )
+    signin_max_failures: int = Field(
+        5, ge=1, description="Failed sign-ins a client may make per `signin_window` before 429."
+    )
+    signin_window: float = Field(
+        60, gt=0, description="Seconds over which failed sign-ins are counted, per client."
+    )
+    allowed_hosts: StrList = Field(
+        default_factory=list,
+        description="Host names the server answers to (any port; `*.example.com` for a domain, "
+        "`*` for any); always with localhost, 127.0.0.1, [::1] and `host`. Others get 400.",
+    )
+    allowed_origins: StrList = Field(
+        default_factory=list,
+        description="Other origins (`https://ci.example.com`) allowed to POST, PUT, PATCH or "
+        "DELETE; any other origin but the server's own gets 403.",
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1, description="Largest request body; past it the answer is 413."
+    )
+
+    # -- the run policy (backend/runs/policy.py) --------------------------------------
+    allowed_images: StrList = Field(
+        default_factory=lambda: ["*"],
+        description="Images runs may use: patterns (`*` matches anything) matched against the "
+        "normalised reference (`busybox` is `docker.io/library/busybox:latest`); `*`: any.",
+    )
+    denied_labels: StrList = Field(
+        default_factory=lambda: ["pullrun.*", "traefik.*", "caddy*", "com.docker.*"],
+        description="Label keys runs may not set: patterns, matched without regard to case.",
+    )
+    lend_server_credentials: bool | None = Field(
+        None,
+        description="Lend the server's own registry credentials (its docker config) to pulls "
+        "without `registry_auth`; unset: only when PULLRUN_AUTH is off.",
+    )
+    default_memory: int | None = Field(
+        1024**3,
+        ge=6 * 1024**2,
+        description="Memory limit of a run that gives none; none: no limit.",
+    )
+    max_memory: int | None = Field(
+        16 * 1024**3, ge=6 * 1024**2, description="Largest memory limit a run may ask; none: any."
+    )
+    default_cpus: float | None = Field(
+        None, gt=0, description="CPUs of a run that gives none; none: no limit."
+    )
+    max_cpus: float | None = Field(
+        None,
+        gt=0,
+        description="Most CPUs a run may ask; none: any (the engine refuses more than it has).",
+    )
+    default_pids_limit: int = Field(
+        1024, ge=1, description="Processes a run's container may have when the run gives none."
+    )
+    max_pids_limit: int = Field(
+        32768, ge=1, description="Largest process limit (`pids_limit`) a run may ask."
+    )
+    max_timeout: float = Field(
+        7 * 24 * 3600,
+        gt=0,
+        le=365 * 24 * 3600,
+        description="Longest timeout a run may ask, in seconds (at least PULLRUN_DEFAULT_TIMEOUT).",
+    )
+    no_new_privileges: bool = Field(
+        True,
+        description="Start containers with `no-new-privileges` (setuid binaries gain nothing).",
+    )
+    max_sse_connections: int = Field(
+        256, ge=1, description="Event streams open at once (both streams); past it: 429."
+    )
+    max_sse_connections_per_identity: int = Field(
+        128, ge=1, description="Event streams one identity (user or token) may have open at once."
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        return split_list(value)
+
+    @field_validator("allowed_images", "denied_labels", mode="before")
+    @classmethod
+    def _split_patterns(cls, value: Any) -> Any:
+        return split_list(value)
+
+    @field_validator("default_memory", "max_memory", "default_cpus", "max_cpus", mode="before")
+    @classmethod
+    def _none_or_size(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", "none"):
+            return None
+        return memory_bytes(value) if str(info.field_name).endswith("memory") else value
+
+    @model_validator(mode="after")
+    def _defaults_within_maximums(self) -> Settings:
+        pairs = (
+            ("default_memory", self.default_memory, "max_memory", self.max_memory),
+            ("default_cpus", self.default_cpus, "max_cpus", self.max_cpus),
+            ("default_pids_limit", self.default_pids_limit, "max_pids_limit", self.max_pids_limit),
+            ("default_timeout", self.default_timeout, "max_timeout", self.max_timeout),
+        )
+        for default_name, default, max_name, maximum in pairs:
+            if maximum is None:
+                continue
+            if default is None:
+                raise ValueError(
+                    f"PULLRUN_{max_name.upper()} is set but PULLRUN_{default_name.upper()} is "
+                    "none: a run that asks for nothing would have no limit; set both"
+                )
+            if default > maximum:
+                raise ValueError(
+                    f"PULLRUN_{default_name.upper()} ({default:g}) is above "
+                    f"PULLRUN_{max_name.upper()} ({maximum:g})"
+                )
+        return self
+
+    @property
+    def lends_credentials(self) -> bool:
+        """Whether a pull without `registry_auth` gets the server's own credentials."""
+        if self.lend_server_credentials is not None:
+            return self.lend_server_credentials
+        return self.auth == "off"
+
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _split_web_lists(cls, value: Any) -> Any:
+        return split_list(value)
 
     @property
     def db_path(self) -> Path:
         return self.data_dir / "pullrun.db"
+
+    @property
+    def auth_db_path(self) -> Path:
+        """Users, API tokens, sessions and the audit trail (backend/auth/store.py)."""
+        return self.data_dir / "auth.db"
 
     @property
     def events_dir(self) -> Path:

@@ -550,7 +550,13 @@ def page(cfg: Config) -> list[Row]:
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
-    from tests.browser.helpers import WAIT_MS, chromium_missing, launch_chromium, new_context
+    from tests.browser.helpers import (
+        WAIT_MS,
+        chromium_missing,
+        launch_chromium,
+        new_context,
+        sign_in,
+    )
     from tests.browser.million import DOM_CAP, LINES, last_line, watch_million_lines
 
     missing = chromium_missing()
@@ -563,12 +569,14 @@ def page(cfg: Config) -> list[Row]:
     try:
         with (
             bench_server("9", profile=cfg.profile) as server,
-            httpx.Client(base_url=server.base_url, timeout=30) as client,
+            httpx.Client(base_url=server.base_url, timeout=30, headers=server.headers()) as client,
             sync_playwright() as pw,
         ):
             browser = launch_chromium(pw)
             for i in range(warmup + reps):
                 context = new_context(browser, base_url=server.base_url)
+                if server.token:
+                    sign_in(context, token=server.token)
                 try:
                     tab = context.new_page()
                     tab.set_default_timeout(WAIT_MS)

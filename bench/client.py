@@ -45,6 +45,11 @@ except ImportError:  # pragma: no cover
     uvloop = None
 
 
+# API tokens by server base URL: a command's `token` (the driver adds the token
+# of the server it started) is sent by every request to that server.
+CREDENTIALS: dict[str, str] = {}
+
+
 # -- sinks: what a response body goes into ------------------------------------------
 
 
@@ -142,7 +147,7 @@ class EventSink(ByteSink):
         if not data["lines"]:
             self._error(f"empty log event at line {data['first']}")
             return
-        if len(self._joiner.open_lines()) > 1:
+        if self._joiner.open_count > 1:
             # Partial lines of two streams at once: the benchmarks print on one
             # stream only, so this would be a bug worth seeing.
             self._error("partial lines of two streams at once")
@@ -252,6 +257,8 @@ async def http(
     url = urlsplit(base)
     host, port = url.hostname or "127.0.0.1", url.port or 80
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
+    if base in CREDENTIALS:
+        lines.append(f"Authorization: Bearer {CREDENTIALS[base]}")
     payload = b""
     if body is not None:
         payload = orjson.dumps(body)
@@ -439,6 +446,9 @@ async def cmd_get(base: str, path: str, count: int) -> dict[str, Any]:
 
 async def dispatch(command: dict[str, Any]) -> dict[str, Any]:
     name = command.pop("cmd")
+    token = command.pop("token", None)
+    if token and "base" in command:
+        CREDENTIALS[command["base"]] = token
     if name == "run":
         return await cmd_run(**command)
     if name == "many":

@@ -49,6 +49,9 @@ BenchServer = ServerProcess
 
 
 SERVER_ROOT: Path | None = None  # set by --server-root
+# The admin token of each server started (by base URL): ClientProcess.call
+# sends it along with every command aimed at that server.
+TOKENS: dict[str, str] = {}
 
 
 @contextlib.contextmanager
@@ -66,6 +69,8 @@ def bench_server(
     spy: subprocess.Popen[bytes] | None = None
     try:
         server.start()
+        if server.token:
+            TOKENS[server.base_url] = server.token
         if profile is not None:
             spy = start_py_spy(server.pid, profile / f"{name}.txt")
         yield server
@@ -131,6 +136,8 @@ class ClientProcess:
 
     def call(self, cmd: str, **args: Any) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
+        if args.get("base") in TOKENS:
+            args.setdefault("token", TOKENS[args["base"]])
         self.proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()

@@ -146,6 +146,7 @@ class DockerEngine:
         platform: str | None,
         auth: dict[str, str] | None,
         stall_timeout: float,
+        lend_credentials: bool = False,
     ) -> PullStream:
         """Start a pull. Errors before the daemon's first flush raise here;
         later ones arrive in the stream as `error`/`errorDetail` messages."""
@@ -159,7 +160,7 @@ class DockerEngine:
             headers["X-Registry-Auth"] = docker.auth.encode_header(
                 {**auth, "serveraddress": registry}
             )
-        else:
+        elif lend_credentials:  # the server's own login (docker config), when lent
             header = docker.auth.get_config_header(self.api, registry)
             if header:
                 headers["X-Registry-Auth"] = header
@@ -175,10 +176,19 @@ class DockerEngine:
         api._raise_for_status(response)
         return PullStream(api, response)
 
-    def create(self, run_id: str, spec: RunSpec, name: str | None = None) -> str:
+    def create(
+        self,
+        run_id: str,
+        spec: RunSpec,
+        name: str | None = None,
+        *,
+        no_new_privileges: bool = True,
+    ) -> str:
         host_config = self.api.create_host_config(
             mem_limit=spec.memory,
             nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
+            pids_limit=spec.pids_limit,
+            security_opt=["no-new-privileges"] if no_new_privileges else None,
             auto_remove=False,  # we remove it ourselves after the logs are drained
         )
         labels = {**spec.labels, RUN_LABEL: run_id, MANAGED_LABEL: "true"}

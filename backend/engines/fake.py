@@ -277,6 +277,7 @@ class FakeContainer:
     wait_error: str | None = None
     signal: Literal["TERM", "KILL"] | None = None
     stops: int = 0
+    security_opt: list[str] = field(default_factory=list)
     started_at: str = "0001-01-01T00:00:00Z"
     finished_at: str = "0001-01-01T00:00:00Z"
 
@@ -667,9 +668,17 @@ class FakeEngine:
         platform: str | None,
         auth: dict[str, str] | None,
         stall_timeout: float,
+        lend_credentials: bool = False,
     ) -> FakePullStream:
         daemon = self.daemon
-        daemon._enter("pull", image, platform=platform, auth=auth, stall_timeout=stall_timeout)
+        daemon._enter(
+            "pull",
+            image,
+            platform=platform,
+            auth=auth,
+            stall_timeout=stall_timeout,
+            lend_credentials=lend_credentials,
+        )
         with daemon._cond:
             script = daemon.pulls.get(normalize(image))
         if script is None:
@@ -683,16 +692,25 @@ class FakeEngine:
             raise recorded_error(script.refuse, **image_values(image))
         return FakePullStream(daemon, image, script)
 
-    def create(self, run_id: str, spec: RunSpec, name: str | None = None) -> str:
+    def create(
+        self,
+        run_id: str,
+        spec: RunSpec,
+        name: str | None = None,
+        *,
+        no_new_privileges: bool = True,
+    ) -> str:
         daemon = self.daemon
-        daemon._enter("create", run_id, spec, name=name)
+        daemon._enter("create", run_id, spec, name=name, no_new_privileges=no_new_privileges)
         with daemon._cond:
             if normalize(spec.image) not in daemon.images:
                 raise recorded_error("create-no-such-image", **image_values(spec.image))
             for other in daemon.containers.values():
                 if name and other.name == name and other.state != "removed":
                     raise recorded_error("create-name-conflict", name=name, container=other.id)
-            return daemon._new_container(run_id, spec, name).id
+            container = daemon._new_container(run_id, spec, name)
+            container.security_opt = ["no-new-privileges"] if no_new_privileges else []
+            return container.id
 
     def attach(self, container_id: str) -> FakeOutput:
         daemon = self.daemon
@@ -728,8 +746,15 @@ class FakeEngine:
                 "Config": {
                     "Image": container.spec.image,
                     "Cmd": container.spec.command,
+                    "Env": [f"{k}={v}" for k, v in container.spec.env.items()],
                     "Tty": container.spec.tty,
                     "Labels": dict(container.labels),
+                },
+                "HostConfig": {
+                    "Memory": container.spec.memory or 0,
+                    "NanoCpus": int(container.spec.cpus * 1e9) if container.spec.cpus else 0,
+                    "PidsLimit": container.spec.pids_limit,
+                    "SecurityOpt": list(container.security_opt) or None,
                 },
             }
 

@@ -58,13 +58,24 @@ class Engine(Protocol):
         platform: str | None,
         auth: dict[str, str] | None,
         stall_timeout: float,
+        lend_credentials: bool = False,
     ) -> PullStream:
         """Start a pull. Errors before the engine's first flush raise here;
-        later ones arrive in the stream as `error`/`errorDetail` messages."""
+        later ones arrive in the stream as `error`/`errorDetail` messages.
+        `auth`: this pull's credentials; without them, the server's own
+        (its docker config) only when `lend_credentials`."""
         ...
 
-    def create(self, run_id: str, spec: RunSpec, name: str | None = None) -> str:
-        """Create the run's container (labelled as pullrun's); its id."""
+    def create(
+        self,
+        run_id: str,
+        spec: RunSpec,
+        name: str | None = None,
+        *,
+        no_new_privileges: bool = True,
+    ) -> str:
+        """Create the run's container (labelled as pullrun's), with the spec's
+        limits (`pids_limit`, memory, CPUs); its id."""
         ...
 
     def attach(self, container_id: str) -> OutputStream: ...

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..engines import DockerEngine, Engine, EngineFactory, PullStream, engine_message
-from ..errors import EngineUnavailable, PipelineError
+from ..errors import DiskFull, EngineUnavailable, PipelineError
 from ..events import EventType, now_rfc3339
 from ..models import Phase, PullPolicy, RegistryAuth, RunError, RunRecord, RunStatus
 from ..settings import Settings
@@ -55,6 +55,7 @@ class RunPipeline:
         settings: Settings,
         *,
         auth: RegistryAuth | None = None,
+        secret_env: dict[str, str] | None = None,
         engine_factory: EngineFactory = DockerEngine,
         save: Callable[[RunRecord], None] = lambda record: None,
     ) -> None:
@@ -62,6 +63,8 @@ class RunPipeline:
         self.events = events
         self.settings = settings
         self._auth = auth
+        # Write-only, like `auth`: merged into the container's env at create, never kept.
+        self._secret_env = dict(secret_env or {})
         self._engine_factory = engine_factory
         self._save = save
         self._lock = threading.Lock()
@@ -75,6 +78,7 @@ class RunPipeline:
         self._created_mono = time.monotonic()
         self._finished = False
         self._exited = False
+        self._disk_full = False  # its log could not be written: stop the container
 
     # -- control, from any thread ------------------------------------------------
 
@@ -137,6 +141,10 @@ class RunPipeline:
             status, error = self._failed(exc.phase, exc.message)
         except EngineUnavailable as exc:
             error = RunError(phase=self._phase, message=exc.message)
+        except DiskFull as exc:  # the log, or the record, could not be written
+            log.error("run %s: %s", self.record.id, exc.message)
+            self._disk_full = True
+            status, error = self._failed(self._phase, exc.message)
         except Exception as exc:
             log.exception("run %s failed in %s", self.record.id, self._phase)
             status, error = self._failed(self._phase, engine_message(exc))
@@ -163,10 +171,20 @@ class RunPipeline:
         self._check_canceled()
 
         self._enter(Phase.CREATE)
+        create_spec = spec
+        if self._secret_env:
+            create_spec = spec.model_copy(update={"env": {**spec.env, **self._secret_env}})
         try:
-            container_id = engine.create(self.record.id, spec, name=f"pullrun-{self.record.id}")
+            container_id = engine.create(
+                self.record.id,
+                create_spec,
+                name=f"pullrun-{self.record.id}",
+                no_new_privileges=self.settings.no_new_privileges,
+            )
         except Exception as exc:
             raise PipelineError(Phase.CREATE, engine_message(exc)) from exc
+        finally:
+            self._secret_env.clear()  # the container has them now (or never will)
         with self._lock:
             self._container_id = container_id
         self.record.container_id = container_id
@@ -196,11 +214,14 @@ class RunPipeline:
             timer.start()
             try:
                 relay = OutputRelay(self.events, self.settings)
-                counts = relay.run(output, tty=spec.tty)
-                self.record.log_lines = counts.lines
-                self.record.log_bytes = counts.bytes
-                self.record.dropped_lines = counts.dropped_lines
-                self.record.dropped_bytes = counts.dropped_bytes
+                try:
+                    relay.run(output, tty=spec.tty)
+                finally:  # (also when the log could not be written: what it had)
+                    counts = relay.counts
+                    self.record.log_lines = counts.lines
+                    self.record.log_bytes = counts.bytes
+                    self.record.dropped_lines = counts.dropped_lines
+                    self.record.dropped_bytes = counts.dropped_bytes
                 exit_code, wait_error = engine.wait(container_id)
                 with self._lock:
                     self._exited = True
@@ -266,6 +287,7 @@ class RunPipeline:
                 platform=spec.platform,
                 auth=auth,
                 stall_timeout=self.settings.pull_stall_timeout,
+                lend_credentials=self.settings.lends_credentials,
             )
         except Exception as exc:  # before the first byte: the engine answered an error
             raise self._pull_failed(exc) from exc
@@ -343,6 +365,11 @@ class RunPipeline:
         container_id = self._container_id
         if self._stopper is not None:
             self._stopper.join(STOP_GRACE + 30)
+        if container_id and self._disk_full and not self._exited:
+            try:  # nobody can keep its output: it must not run on unseen
+                engine.stop(container_id, STOP_GRACE)
+            except Exception as exc:
+                log.warning("stopping %s failed: %s", container_id[:12], exc)
         if container_id and self.record.spec.auto_remove:
             try:
                 engine.remove(container_id)
@@ -367,11 +394,22 @@ class RunPipeline:
             ):
                 self._mark_end(self._phase)
             record.durations.total = round(time.monotonic() - self._created_mono, 4)
-            record.status = status
-            record.error = error
-            record.finished_at = now_rfc3339()
+            finished_at = now_rfc3339()
+            final = {"status": status, "error": error, "finished_at": finished_at}
             # Under the lock: no timeout notice can slip in before `done`.
-            record.last_event_id = self.events.append(EventType.DONE, done_data(record))
+            try:
+                done_id = self.events.append(
+                    EventType.DONE, done_data(record.model_copy(update=final))
+                )
+            except DiskFull as exc:  # no reserve here and no room: the record still ends
+                log.error("run %s: its `done` could not be written: %s", record.id, exc)
+            else:
+                record.last_event_id = done_id
+            # Only now, and the status last: whoever reads the live record and
+            # sees it ended finds its `done` in the log and its id here.
+            record.error = error
+            record.finished_at = finished_at
+            record.status = status
         try:
             self._save(record)
         except Exception:  # the log has its `done`; recovery repairs the record

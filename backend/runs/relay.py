@@ -44,10 +44,11 @@ class OutputRelay:
         self._kept_through = 0  # highest line number streamed
         self._dropping = False
         self._dropped_bytes = 0
+        self._assembler: LineAssembler | None = None
 
     def run(self, output: OutputStream, *, tty: bool) -> OutputCounts:
         """Relay until the stream ends; flush the last, unterminated lines."""
-        assembler = LineAssembler(self.settings.partial_line_delay)
+        assembler = self._assembler = LineAssembler(self.settings.partial_line_delay)
         frames = FrameDecoder()
         while True:
             deadline = assembler.next_deadline()
@@ -71,10 +72,16 @@ class OutputRelay:
             batches.extend(assembler.flush_due(now))
             self._emit(batches)
         self._emit(assembler.finish())
+        return self.counts
+
+    @property
+    def counts(self) -> OutputCounts:
+        """So far; lines counted but never written (the disk was full) count as dropped."""
+        lines = self._assembler.line_count if self._assembler else 0
         return OutputCounts(
-            lines=assembler.line_count,
+            lines=lines,
             bytes=self._raw_bytes,
-            dropped_lines=assembler.line_count - self._kept_through,
+            dropped_lines=lines - self._kept_through,
             dropped_bytes=self._dropped_bytes,
         )
 

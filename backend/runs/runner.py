@@ -12,14 +12,17 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from ..engines import DockerEngine, EngineFactory
-from ..errors import Conflict, NotFound, QueueFull, ShuttingDown
+from ..errors import Conflict, DiskFull, NotFound, QueueFull, ShuttingDown
 from ..events import EventType, now_rfc3339
 from ..models import Phase, RunCreate, RunError, RunLinks, RunRecord, RunSpec, RunStatus
 from ..settings import Settings
 from ..storage.eventlog import EventLog, RunFeed, Subscribers
 from ..storage.reader import read_events
+from ..storage.retention import Retention
+from ..storage.space import DataDirSpace
 from ..storage.store import RunStore
 from .pipeline import RunPipeline, done_data
+from .policy import apply_policy, kept_spec_data, redact
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,16 @@ class Runner:
         self._shut = asyncio.Event()
         self.subscribers = Subscribers()  # run event streams
         self.feed_subscribers = Subscribers()  # GET /api/events
-        settings.events_dir.mkdir(parents=True, exist_ok=True)
+        # Ended, but the disk was too full to save the record: served from here
+        # until a retention sweep (or the next start's recovery) saves it.
+        self._unsaved: dict[str, RunRecord] = {}
+        self.space = DataDirSpace(settings.data_dir, settings.min_free_bytes)
+        self.space.prepare()  # the data dir and events/ 0700, their files 0600
+        self.retention = Retention(
+            settings, store, self.space, self._expire, before_sweep=self._save_unsaved
+        )
+        self.retention.start()
+        self.retention.poke()  # settings may have changed since the last start
         self._workers = [
             threading.Thread(target=self._work_loop, name=f"pullrun-worker-{n}", daemon=True)
             for n in range(settings.max_concurrent_runs)
@@ -85,7 +97,7 @@ class Runner:
         active = self._active.get(run_id)
         if active is not None:
             return active.pipeline.record
-        record = self.store.get(run_id)
+        record = self._unsaved.get(run_id) or self.store.get(run_id)
         if record is None:
             raise NotFound(f"no run with id {run_id!r}")
         return record
@@ -96,7 +108,8 @@ class Runner:
         records, next_cursor = self.store.page(statuses, cursor, limit)
         live = [self._active.get(r.id) for r in records]
         return [
-            a.pipeline.record if a else r for a, r in zip(live, records, strict=True)
+            a.pipeline.record if a else self._unsaved.get(r.id, r)
+            for a, r in zip(live, records, strict=True)
         ], next_cursor
 
     def events(self, run_id: str) -> EventLog:
@@ -125,22 +138,28 @@ class Runner:
 
     # -- commands ------------------------------------------------------------------
 
-    def submit(self, request: RunCreate) -> RunRecord:
-        spec = RunSpec.model_validate(request.model_dump(exclude={"registry_auth"}))
+    def submit(self, request: RunCreate, created_by: str | None) -> RunRecord:
+        """Accept a run; `created_by`: the name of the user or token starting it.
+
+        The run policy decides first: a refused run leaves nothing behind."""
+        request = apply_policy(request, self.settings)
+        spec = RunSpec.model_validate(kept_spec_data(request))
         run_id = new_run_id()
         record = RunRecord(
             id=run_id,
             status=RunStatus.QUEUED,
             spec=spec,
             created_at=now_rfc3339(),
+            created_by=created_by,
             links=links_for(run_id),
         )
-        events = EventLog(self.settings.events_file(run_id), self._loop)
+        events = EventLog(self.settings.events_file(run_id), self._loop, self.space)
         pipeline = RunPipeline(
             record,
             events,
             self.settings,
             auth=request.registry_auth,
+            secret_env=request.secret_env,
             engine_factory=self._engine_factory,
             save=self._save,
         )
@@ -153,9 +172,14 @@ class Runner:
                 raise QueueFull(
                     f"{len(self._queue)} runs are already queued (max_queued_runs); try again later"
                 )
-            events.append(EventType.STATUS, {"status": "queued", "at": record.created_at})
-            record.last_event_id = events.last_id
-            self.store.insert(record)
+            self.space.check_new_run()  # DiskFull: 507
+            try:  # (DiskFull here too when the room just went: nothing is left behind)
+                events.append(EventType.STATUS, {"status": "queued", "at": record.created_at})
+                record.last_event_id = events.last_id
+                self.store.insert(record)
+            except BaseException:
+                events.discard()
+                raise
             self._active[run_id] = ActiveRun(pipeline)
             self._queue.append(run_id)
             # A copy as accepted: a worker may change the live record at once.
@@ -190,9 +214,15 @@ class Runner:
                     engine.remove(record.container_id)
             except Exception as exc:
                 log.warning("could not remove container of %s: %s", run_id, exc)
-        self.store.delete(run_id)
+        path = self.settings.events_file(run_id)
+        try:
+            self.store.delete(run_id)
+        except DiskFull:  # not even room to delete: free the log's room first
+            self.space.remove(path)
+            self.store.delete(run_id)
+        self._unsaved.pop(run_id, None)
         self._logs.pop(run_id, None)
-        self.settings.events_file(run_id).unlink(missing_ok=True)
+        self.space.remove(path)
         # Called from a threadpool thread: the feed lives on the loop.
         self._loop.call_soon_threadsafe(self.feed.publish, {"id": run_id}, EventType.DELETED)
 
@@ -228,13 +258,38 @@ class Runner:
             with self._lock:
                 self._active.pop(run_id, None)
             active.finished.set()
+            self.retention.poke()
+
+    def _expire(self, run_id: str, why: str) -> bool:
+        """Retention's deleter: a finished run goes, and the server log says why."""
+        try:
+            self.delete(run_id)
+        except (Conflict, NotFound):
+            return False
+        log.info("retention deleted run %s: %s", run_id, why)
+        return True
 
     def _save(self, record: RunRecord) -> None:
-        self.store.save(record)
+        try:
+            self.store.save(record)
+        except DiskFull:
+            if not record.status.terminal:
+                raise  # the run ends with the error
+            log.error("run %s ended but the data dir is too full to save it", record.id)
+            self._unsaved[record.id] = record
         self._publish(record)
 
+    def _save_unsaved(self) -> None:
+        for run_id, record in list(self._unsaved.items()):
+            try:
+                self.store.save(record)
+            except DiskFull:
+                return
+            self._unsaved.pop(run_id, None)
+
     def _publish(self, record: RunRecord) -> None:
-        data = record.model_dump(mode="json")
+        # One encoding for every subscriber of the feed: env values never in it.
+        data = redact(record).model_dump(mode="json")
         with contextlib.suppress(RuntimeError):  # loop closed during shutdown
             self._loop.call_soon_threadsafe(self.feed.publish, data)
 
@@ -258,6 +313,8 @@ class Runner:
         for active in list(self._active.values()):
             remaining = max(0.0, deadline - self._loop.time())
             await asyncio.to_thread(active.finished.wait, remaining)
+        await asyncio.to_thread(self.retention.stop)
+        await asyncio.to_thread(self._save_unsaved)
         self.feed.close()
         self._shut.set()
 
@@ -273,7 +330,7 @@ class Runner:
         for record in self.store.unfinished():
             was = record.status.value
             path = self.settings.events_file(record.id)
-            events = EventLog.load(path, self._loop)
+            events = EventLog.load(path, self._loop, self.space)
             done = None
             if events.finished:
                 last = read_events(path, offset=events.offset(events.last_id))
@@ -291,8 +348,14 @@ class Runner:
                 record.error = RunError(
                     phase=Phase.INTERRUPTED, message=f"the server stopped while this run was {was}"
                 )
-                record.last_event_id = events.append(EventType.DONE, done_data(record))
-            self.store.save(record)
+                try:
+                    record.last_event_id = events.append(EventType.DONE, done_data(record))
+                except DiskFull as exc:
+                    log.error("run %s: its `done` could not be written: %s", record.id, exc)
+            try:
+                self.store.save(record)
+            except DiskFull:
+                self._unsaved[record.id] = record
             events.close()
             recovered.append(record.id)
         if recovered:

@@ -168,10 +168,17 @@ class Line:
 class Joined(NamedTuple):
     """What one `log` event did to the lines of its stream."""
 
-    continued: Line | None  # the open line it continued (the same object, longer now)
+    continued: Line | None  # the open line it continued (the same object)
     first: int  # the number of texts[0]
     texts: list[str]  # new whole lines
     opened: Line | None  # a new line left open, numbered after the texts
+
+
+@dataclass(slots=True)
+class _OpenLine:
+    line: Line
+    pieces: list[str]  # its text so far, joined only when read
+    length: int
 
 
 @dataclass
@@ -180,27 +187,34 @@ class LineJoiner:
 
     Whole lines stay plain strings (a million-line run makes no object per
     line); only an open line is a `Line`, which its continuations extend.
-    Numbering that breaks (a continuation of another line, lines sent twice or
-    skipped) is noted in `problems`, not raised: the server shows what its log
-    holds, and tests assert there is none.
+    Its pieces are joined once, when it completes or is read through
+    `open_lines()`: a line sent in thousands of parts is not copied again for
+    each. Numbering that breaks (a continuation of another line, lines sent
+    twice or skipped) is noted in `problems`, not raised: the server shows
+    what its log holds, and tests assert there is none.
     """
 
     total: int = 0  # highest line number seen
     problems: list[str] = field(default_factory=list)
-    _open: dict[str, Line] = field(default_factory=dict)
+    _open: dict[str, _OpenLine] = field(default_factory=dict)
 
     def feed(self, data: dict[str, Any]) -> Joined:
         stream: str = data["stream"]
         number: int = data["first"]
         texts: list[str] = data["lines"]
-        continued = self._open.pop(stream, None)
-        if continued is not None and texts:
+        held = self._open.pop(stream, None)
+        continued = held.line if held is not None else None
+        if held is not None and continued is not None and texts:
             if number != continued.n:
                 self._problem(f"{stream} continues line {number}, but line {continued.n} is open")
-            continued.text += texts[0]
-            continued.partial = False
+            held.pieces.append(texts[0])
+            held.length += len(texts[0])
             texts = texts[1:]
             number = continued.n + 1
+            if not (data["partial"] and not texts):  # it is complete now
+                continued.text = "".join(held.pieces)
+                continued.partial = False
+                held = None
         if texts and number != self.total + 1:
             self._problem(f"{stream} line {number} after line {self.total}")
         opened = None
@@ -208,18 +222,34 @@ class LineJoiner:
             if texts:
                 opened = Line(number + len(texts) - 1, stream, texts[-1], True)
                 texts = texts[:-1]
-                self._open[stream] = opened
-            elif continued is not None:
-                continued.partial = True
-                self._open[stream] = continued
+                self._open[stream] = _OpenLine(opened, [opened.text], len(opened.text))
+            elif held is not None:
+                self._open[stream] = held
         end = number + len(texts) - (0 if opened else 1)
         if end > self.total:
             self.total = end
         return Joined(continued, number, texts, opened)
 
+    @property
+    def open_count(self) -> int:
+        """How many streams have a line open."""
+        return len(self._open)
+
+    def open_length(self, stream: str) -> int:
+        """Characters of `stream`'s open line so far (0 when none is open)."""
+        held = self._open.get(stream)
+        return held.length if held is not None else 0
+
     def open_lines(self) -> list[Line]:
-        """Lines still open (a run still printing), the most recently sent last."""
-        return list(self._open.values())
+        """Lines still open (a run still printing), the most recently sent last,
+        their text brought up to date."""
+        lines = []
+        for held in self._open.values():
+            if len(held.pieces) > 1:
+                held.pieces = ["".join(held.pieces)]
+            held.line.text = held.pieces[0]
+            lines.append(held.line)
+        return lines
 
     def _problem(self, message: str) -> None:
         if len(self.problems) < 20:
@@ -245,4 +275,5 @@ def join_lines(events: Iterable[_HasData], joiner: LineJoiner | None = None) -> 
         lines.extend(Line(joined.first + i, stream, text) for i, text in enumerate(joined.texts))
         if joined.opened is not None:
             lines.append(joined.opened)
+    joiner.open_lines()  # the texts of lines still open, up to date
     return lines

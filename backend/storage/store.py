@@ -1,14 +1,25 @@
-"""SQLite storage for run records (the event logs live in files beside it)."""
+"""SQLite storage for run records (the event logs live in files beside it).
+
+The database file is created 0600 (its -wal and -shm copy that mode). A write
+that finds the filesystem full raises DiskFull (507), never a bare sqlite3
+error.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 
+from ..errors import DiskFull
 from ..models import RunRecord, RunStatus
+from .space import private_dir, private_file
+
+_TERMINAL = [s.value for s in RunStatus if s.terminal]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -19,12 +30,30 @@ CREATE TABLE IF NOT EXISTS runs (
     record BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, seq);
+CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);
 """
+
+
+@contextlib.contextmanager
+def _writing() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            raise DiskFull(
+                f"the data dir is full: the run database answered {exc}; delete runs or make room"
+            ) from exc
+        raise
 
 
 class RunStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        private_file(path)
+        for suffix in ("-wal", "-shm"):  # left looser by an older version
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                private_file(side)
         # One connection shared by the loop and worker threads, behind a lock.
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
@@ -42,14 +71,14 @@ class RunStore:
         return orjson.dumps(record.model_dump(mode="json"))
 
     def insert(self, record: RunRecord) -> None:
-        with self._lock:
+        with self._lock, _writing():
             self._db.execute(
                 "INSERT INTO runs (id, status, created_at, record) VALUES (?, ?, ?, ?)",
                 (record.id, record.status.value, record.created_at, self._encode(record)),
             )
 
     def save(self, record: RunRecord) -> None:
-        with self._lock:
+        with self._lock, _writing():
             self._db.execute(
                 "UPDATE runs SET status = ?, record = ? WHERE id = ?",
                 (record.status.value, self._encode(record), record.id),
@@ -61,7 +90,7 @@ class RunStore:
         return RunRecord.model_validate_json(row[0]) if row else None
 
     def delete(self, run_id: str) -> None:
-        with self._lock:
+        with self._lock, _writing():
             self._db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
 
     def page(
@@ -88,10 +117,35 @@ class RunStore:
         return records, next_cursor
 
     def unfinished(self) -> list[RunRecord]:
-        terminal = [s.value for s in RunStatus if s.terminal]
         with self._lock:
             rows = self._db.execute(
-                f"SELECT record FROM runs WHERE status NOT IN ({','.join('?' * len(terminal))})",
-                terminal,
+                f"SELECT record FROM runs WHERE status NOT IN ({','.join('?' * len(_TERMINAL))})",
+                _TERMINAL,
             ).fetchall()
         return [RunRecord.model_validate_json(row[0]) for row in rows]
+
+    def finished_oldest_first(
+        self, limit: int, after: int = 0, created_before: str | None = None
+    ) -> list[tuple[int, RunRecord]]:
+        """(seq, record) of finished runs, oldest first, with seq > `after`;
+        only those created before `created_before` (an RFC 3339 time) if given.
+
+        Cheap: without a time, a walk of the table in seq order that stops at
+        `limit` finished runs (the oldest runs are nearly all finished); with
+        one, a range of the created_at index that is empty until runs are that old.
+        """
+        statuses = f"status IN ({','.join('?' * len(_TERMINAL))})"
+        if created_before is None:
+            sql = f"SELECT seq, record FROM runs NOT INDEXED WHERE seq > ? AND {statuses}"
+            args: list[object] = [after, *_TERMINAL]
+        else:
+            sql = (
+                "SELECT seq, record FROM runs INDEXED BY runs_by_created"
+                f" WHERE created_at < ? AND seq > ? AND {statuses}"
+            )
+            args = [created_before, after, *_TERMINAL]
+        sql += " ORDER BY seq LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [(int(row[0]), RunRecord.model_validate_json(row[1])) for row in rows]

@@ -9,11 +9,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from ..auth import Identity
 from ..engines import engine_message
-from ..errors import PullrunError
+from ..errors import Forbidden, PullrunError
 from ..models import ErrorResponse, RunCreate, RunList, RunRecord, RunStatus
+from ..runs.policy import redact
 from ..storage.logtext import log_text
-from .deps import EngineFactoryDep, RunnerDep
+from .deps import AuditDep, EngineFactoryDep, OperatorDep, RunnerDep, ViewerDep
 
 router = APIRouter()
 READY_TIMEOUT = 5.0
@@ -30,14 +32,25 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     status_code=201,
     response_model=RunRecord,
     responses={
-        422: _ERRORS[422],
+        403: {
+            "model": ErrorResponse,
+            "description": "`policy_denied`: the image is not allowed (PULLRUN_ALLOWED_IMAGES)",
+        },
+        422: {
+            "model": ErrorResponse,
+            "description": "Invalid input, an input limit or a run policy limit: names the field "
+            "and the rule",
+        },
         429: {"model": ErrorResponse, "description": "The queue is full"},
         503: {"model": ErrorResponse, "description": "Shutting down"},
     },
 )
-def create_run(body: RunCreate, runner: RunnerDep, response: Response) -> RunRecord:
+def create_run(
+    body: RunCreate, runner: RunnerDep, response: Response, identity: OperatorDep, audit: AuditDep
+) -> RunRecord:
     """Accept a run at once; follow it on its `events` link."""
-    record = runner.submit(body)
+    record = runner.submit(body, created_by=identity.name)
+    audit("run.start", record.id, detail=record.spec.image)
     response.headers["Location"] = record.links.self
     return record
 
@@ -45,20 +58,24 @@ def create_run(body: RunCreate, runner: RunnerDep, response: Response) -> RunRec
 @router.get("/api/runs", response_model=RunList)
 def list_runs(
     runner: RunnerDep,
+    identity: ViewerDep,
     status: Annotated[
         list[RunStatus] | None, Query(description="Only these statuses (repeat or comma-separate).")
     ] = None,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=64, description="`next_cursor` of the previous page.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> RunList:
     """Runs, newest first."""
     runs, next_cursor = runner.page(status, cursor, limit)
-    return RunList(runs=runs, next_cursor=next_cursor)
+    return RunList(runs=[redact(run, identity) for run in runs], next_cursor=next_cursor)
 
 
 @router.get("/api/runs/{run_id}", response_model=RunRecord, responses={404: _ERRORS[404]})
-def get_run(run_id: str, runner: RunnerDep) -> RunRecord:
-    return runner.get(run_id)
+def get_run(run_id: str, runner: RunnerDep, identity: ViewerDep) -> RunRecord:
+    """The run; `env` values only for its creator and admins (others see `***`)."""
+    return redact(runner.get(run_id), identity)
 
 
 @router.post(
@@ -67,17 +84,24 @@ def get_run(run_id: str, runner: RunnerDep) -> RunRecord:
     response_model=RunRecord,
     responses={404: _ERRORS[404], 409: _ERRORS[409]},
 )
-def cancel_run(run_id: str, runner: RunnerDep) -> RunRecord:
-    """Cancel in any phase; the run ends with `done` status `canceled`."""
-    return runner.cancel(run_id)
+def cancel_run(run_id: str, runner: RunnerDep, identity: OperatorDep, audit: AuditDep) -> RunRecord:
+    """Cancel in any phase; the run ends with `done` status `canceled`.
+    Operators may cancel only the runs they started."""
+    _check_owner(identity, runner.get(run_id).created_by, audit, "run.cancel", run_id)
+    record = runner.cancel(run_id)
+    audit("run.cancel", run_id)
+    return redact(record, identity)
 
 
 @router.delete(
     "/api/runs/{run_id}", status_code=204, responses={404: _ERRORS[404], 409: _ERRORS[409]}
 )
-def delete_run(run_id: str, runner: RunnerDep) -> Response:
-    """Remove a finished run: its record, its log and any container left."""
+def delete_run(run_id: str, runner: RunnerDep, identity: OperatorDep, audit: AuditDep) -> Response:
+    """Remove a finished run: its record, its log and any container left.
+    Operators may delete only the runs they started."""
+    _check_owner(identity, runner.get(run_id).created_by, audit, "run.delete", run_id)
     runner.delete(run_id)
+    audit("run.delete", run_id)
     return Response(status_code=204)
 
 
@@ -89,6 +113,7 @@ def delete_run(run_id: str, runner: RunnerDep) -> Response:
 def get_logs(
     run_id: str,
     runner: RunnerDep,
+    _: ViewerDep,
     stream: Literal["stdout", "stderr", "tty"] | None = None,
 ) -> StreamingResponse:
     """The full log as text, one line per line (also while the run is going)."""
@@ -101,7 +126,7 @@ def get_logs(
 
 
 @router.get("/api/stats")
-def stats(runner: RunnerDep) -> dict[str, int]:
+def stats(runner: RunnerDep, _: ViewerDep) -> dict[str, int]:
     """Live counters: runs in flight, runs queued, open event streams, threads."""
     return {
         "active_runs": runner.active,
@@ -109,6 +134,14 @@ def stats(runner: RunnerDep) -> dict[str, int]:
         "subscribers": runner.subscribers.open + runner.feed_subscribers.open,
         "threads": threading.active_count(),
     }
+
+
+def _check_owner(
+    identity: Identity, created_by: str | None, audit: AuditDep, action: str, run_id: str
+) -> None:
+    if not identity.can_manage(created_by):
+        audit(action, run_id, outcome="denied")
+        raise Forbidden(f"run {run_id} was started by someone else; only they or an admin may")
 
 
 @router.get("/healthz")

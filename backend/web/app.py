@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,13 +17,17 @@ from fastapi.staticfiles import StaticFiles
 from sse_starlette.sse import AppStatus
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..auth.mode import refuse_auth_off
+from ..auth.service import AuthService
+from ..auth.store import AuthStore
 from ..engines import DockerEngine, EngineFactory
-from ..errors import PullrunError
+from ..errors import PolicyViolation, PullrunError, TooManyRequests, Unauthorized
 from ..runs.runner import Runner
 from ..settings import Settings
 from ..storage.eventlog import RunFeed
 from ..storage.store import RunStore
-from . import api, pages, stream
+from . import admin, api, docs, pages, security, signin, stream
+from .connections import StreamLimits, raise_open_file_limit
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parents[2] / "static"
@@ -46,21 +51,34 @@ def _error_response(
     )
 
 
+def _text(value: object) -> str:
+    """Text that can be sent: a lone surrogate (from JSON's \\ud800) escaped."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _field_name(loc: tuple[object, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    parts = [_text(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PullrunError)
     async def pullrun_error(request: Request, exc: PullrunError) -> Response:
-        return _error_response(request, exc.status_code, exc.code, exc.message)
+        if isinstance(exc, Unauthorized) and signin.wants_sign_in_page(request):
+            return signin.redirect_to_login(request)
+        extra = {"fields": exc.fields} if isinstance(exc, PolicyViolation) else {}
+        response = _error_response(request, exc.status_code, exc.code, exc.message, **extra)
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = 'Bearer realm="pullrun"'
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         fields = []
         for err in exc.errors():
-            rule = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            rule = _text(err.get("msg", "invalid")).removeprefix("Value error, ")
             fields.append({"field": _field_name(tuple(err.get("loc", ()))), "message": rule})
         message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
         return _error_response(request, 422, "invalid_request", message, fields=fields)
@@ -75,9 +93,30 @@ def create_app(
     settings: Settings | None = None, engine_factory: EngineFactory = DockerEngine
 ) -> FastAPI:
     settings = settings or Settings()
+    refused = refuse_auth_off(settings.auth, settings.host)
+    if refused:
+        raise RuntimeError(refused)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Whatever the process creates while it serves is private to its user:
+        # the data dir 0700, its files (both databases, their -wal/-shm, event
+        # logs) 0600, even where a module does not set a mode itself.
+        umask = os.umask(0o077)
+        try:  # before anything opens: the open files the stream limits need
+            raise_open_file_limit(settings)
+        except RuntimeError as exc:
+            log.critical("pullrun cannot start: %s", exc)
+            raise
+        auth = AuthService(
+            AuthStore(settings.auth_db_path),
+            required=settings.auth == "required",
+            session_idle_timeout=settings.session_idle_timeout,
+            session_max_age=settings.session_max_age,
+            max_failures=settings.signin_max_failures,
+            failure_window=settings.signin_window,
+        )
+        auth.sessions.purge()
         loop = asyncio.get_running_loop()
         store = RunStore(settings.db_path)
         feed = RunFeed(boot=secrets.token_hex(4))
@@ -86,26 +125,40 @@ def create_app(
         if recovered:
             log.warning("marked %d interrupted run(s) as error: %s", len(recovered), recovered)
         app.state.runner = runner
+        app.state.auth = auth
         try:
             yield
         finally:
             await runner.shutdown()
             store.close()
+            auth.close()
+            os.umask(umask)
 
+    # sse-starlette logs every chunk it sends at debug level: that would copy
+    # every run's output (whatever it holds) into the server log.
+    logging.getLogger("sse_starlette").setLevel(max(logging.INFO, log.getEffectiveLevel()))
     # We end run streams ourselves (each ends after its `done`), so sse-starlette
-    # must not cut them at the first signal: see cli.Server.handle_exit.
+    # must not cut them at the first signal: see web/server.py, Server.handle_exit.
     AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
     app = FastAPI(
         title="pullrun",
         summary="Pull and run containers; live pull progress and logs over SSE.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by docs.router, self-hosted (no CDN, no inline script)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine_factory = engine_factory
+    app.state.stream_limits = StreamLimits.from_settings(settings)
     install_error_handlers(app)
     app.include_router(api.router)
     app.include_router(stream.router)
     app.include_router(pages.router)
+    app.include_router(signin.router)
+    app.include_router(admin.router)
+    signin.install_openapi_auth(app)
+    app.include_router(docs.router)  # before /static: it serves /static/swagger-ui/
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    security.install(app, settings)
     return app

@@ -18,8 +18,9 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from ..errors import NotFound
-from ..models import PIPELINE_PHASES, Phase, RunRecord, RunSpec, RunStatus
-from .deps import RunnerDep
+from ..models import PIPELINE_PHASES, REDACTED, Phase, RunRecord, RunSpec, RunStatus
+from ..runs.policy import redact
+from .deps import RunnerDep, ViewerDep
 from .snapshot import build_snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,12 +135,14 @@ templates.env.globals["vocabulary"] = vocabulary()
 
 
 def prefill(spec: RunSpec) -> dict[str, Any]:
-    """The new-run form's values for "Run again" (registry credentials are never kept)."""
+    """The new-run form's values for "Run again" (registry credentials and
+    secret values are never kept: `secret_env` comes back as `KEY=***`)."""
     return {
         "image": spec.image,
         "command": shell_join(spec.command),
         "entrypoint": shell_join(spec.entrypoint),
         "env": "\n".join(f"{k}={v}" for k, v in spec.env.items()),
+        "secret_env": "\n".join(f"{k}={REDACTED}" for k in spec.secret_env),
         "labels": "\n".join(f"{k}={v}" for k, v in spec.labels.items()),
         "workdir": spec.workdir or "",
         "user": spec.user or "",
@@ -149,6 +152,7 @@ def prefill(spec: RunSpec) -> dict[str, Any]:
         "timeout": "" if spec.timeout is None else f"{spec.timeout:g}",
         "memory": format_memory(spec.memory),
         "cpus": "" if spec.cpus is None else f"{spec.cpus:g}",
+        "pids_limit": "" if spec.pids_limit is None else str(spec.pids_limit),
         "auto_remove": spec.auto_remove,
     }
 
@@ -161,16 +165,17 @@ def run_json(run: RunRecord) -> dict[str, Any]:
 
 
 @router.get("/", response_class=HTMLResponse)
-def index(request: Request, runner: RunnerDep) -> HTMLResponse:
+def index(request: Request, runner: RunnerDep, identity: ViewerDep) -> HTMLResponse:
     cursor = request.query_params.get("cursor") or None
     runs, next_cursor = runner.page(None, cursor, PAGE_SIZE)
+    runs = [redact(run, identity) for run in runs]  # env values: its creator's and admins' only
     form = dict(EMPTY_FORM)
     source: str | None = None
     copy_error: str | None = None
     source_id = request.query_params.get("from")
     if source_id:
         try:
-            form.update(prefill(runner.get(source_id).spec))
+            form.update(prefill(redact(runner.get(source_id), identity).spec))
             source = source_id
         except NotFound:
             copy_error = f"There is no run {source_id!r} to copy; the form is empty."
@@ -245,8 +250,8 @@ def _seconds_between(start: str, end: str) -> float | None:
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
-def run_page(request: Request, run_id: str, runner: RunnerDep) -> HTMLResponse:
-    run = runner.get(run_id)
+def run_page(request: Request, run_id: str, runner: RunnerDep, identity: ViewerDep) -> HTMLResponse:
+    run = redact(runner.get(run_id), identity)
     snapshot = build_snapshot(runner.settings.events_file(run_id), tail_lines=TAIL_LINES)
     done = snapshot.done
     status = done["status"] if done else (snapshot.status or run.status.value)

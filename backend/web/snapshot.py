@@ -3,6 +3,12 @@
 The run page is rendered from this snapshot and its script subscribes with
 `?after=<last_event_id>`: nothing is shown twice and nothing is missed.
 Only the last `tail_lines` lines are kept; the page says how many came before.
+
+Output cannot make the page slow or heavy: no line is kept longer than
+MAX_LINE_CHARS (static/js/term.js lays out no more than MAX_SCAN characters
+of a line, and this is one more, so it still shows the line as cut), and the
+lines sent to the page add up to about MAX_PAGE_CHARS at most (the oldest of
+the tail are left out past it). The download has the full text.
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ from typing import Any
 
 from ..runs.progress import PullProgress
 from ..storage.reader import Line, LineJoiner, read_events
+
+MAX_LINE_CHARS = 1_000_000 + 1  # static/js/term.js MAX_SCAN, and one more
+MAX_PAGE_CHARS = 4_000_000
 
 
 @dataclass
@@ -38,7 +47,7 @@ class Snapshot:
             "pull_overall": self.pull_overall,
             "pull_error": self.pull_error,
             "notices": self.notices,
-            "lines": [line.as_dict() for line in self.lines],
+            "lines": [line.as_dict() for line in page_lines(self.lines)],
             "total_lines": self.total_lines,
             "done": self.done,
         }
@@ -57,6 +66,34 @@ def _layer_view(progress: PullProgress, layer_id: str, data: dict[str, Any]) -> 
         "download": round(layer.download, 4),
         "extract": round(layer.extracted, 4),  # "Pull complete" sets it to 1
     }
+
+
+def page_lines(lines: deque[Line], budget: int = MAX_PAGE_CHARS) -> list[Line]:
+    """The newest lines whose texts add up to `budget` characters (the newest
+    line at least)."""
+    kept: list[Line] = []
+    for line in reversed(lines):
+        budget -= len(line.text)
+        if budget < 0 and kept:
+            break
+        kept.append(line)
+    kept.reverse()
+    return kept
+
+
+def _bounded(data: dict[str, Any], joiner: LineJoiner) -> dict[str, Any]:
+    """A `log` event's data with its lines cut so that none grows past
+    MAX_LINE_CHARS, a line continued over many events included (each
+    continuation would otherwise copy the whole line again)."""
+    lines: list[str] = data["lines"]
+    if not lines:
+        return data
+    # lines[0] continues the stream's open line, if there is one
+    room = max(0, MAX_LINE_CHARS - joiner.open_length(data["stream"]))
+    if len(lines[0]) <= room and all(len(text) <= MAX_LINE_CHARS for text in lines):
+        return data
+    cut = [lines[0][:room], *(text[:MAX_LINE_CHARS] for text in lines[1:])]
+    return {**data, "lines": cut}
 
 
 def build_snapshot(path: Path, upto: int | None = None, tail_lines: int = 1000) -> Snapshot:
@@ -86,7 +123,7 @@ def build_snapshot(path: Path, upto: int | None = None, tail_lines: int = 1000) 
             if data["layer"]:
                 snap.layers[data["layer"]] = _layer_view(progress, data["layer"], data)
         elif kind == "log":
-            joined = joiner.feed(data)
+            joined = joiner.feed(_bounded(data, joiner))
             stream, first, texts = data["stream"], joined.first, joined.texts
             skip = max(0, len(texts) - tail_lines)  # would leave the tail at once
             snap.lines.extend(Line(first + i, stream, texts[i]) for i in range(skip, len(texts)))
@@ -97,4 +134,5 @@ def build_snapshot(path: Path, upto: int | None = None, tail_lines: int = 1000) 
             snap.notices.append(data["message"])
         elif kind == "done":
             snap.done = data
+    joiner.open_lines()  # the texts of lines still open, up to date
     return snap

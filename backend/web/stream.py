@@ -10,12 +10,15 @@ from fastapi import APIRouter, Header, Query, Response
 from sse_starlette import EventSourceResponse
 
 from ..models import ErrorResponse
-from .deps import RunnerDep, SettingsDep
+from .connections import LimitedEventSource, StreamLimitsDep
+from .deps import RunnerDep, SettingsDep, ViewerDep
 
 router = APIRouter()
 
 
 _SSE = {"content": {"text/event-stream": {}}, "description": "The event stream (docs/api.md)."}
+MAX_EVENT_ID = 64  # ids are `N` or `<boot>-<n>`: anything longer is not one of ours
+_LIMITED = "Too many event streams open (in all, or of this identity); see Retry-After"
 
 
 def _resume_point(header: str | None, query: int | None) -> int:
@@ -35,14 +38,17 @@ def _resume_point(header: str | None, query: int | None) -> int:
         200: _SSE,
         204: {"description": "Already saw `done`"},
         404: {"model": ErrorResponse},
+        429: {"model": ErrorResponse, "description": _LIMITED},
     },
 )
 async def run_events(
     run_id: str,
     runner: RunnerDep,
     settings: SettingsDep,
+    identity: ViewerDep,
+    limits: StreamLimitsDep,
     after: Annotated[int | None, Query(ge=0, description="Only events after this id.")] = None,
-    last_event_id: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[str | None, Header(max_length=MAX_EVENT_ID)] = None,
 ) -> Response:
     # Off the loop: a finished run's log is indexed from its file on first use.
     log = await asyncio.to_thread(runner.events, run_id)
@@ -50,19 +56,26 @@ async def run_events(
     if log.finished and cursor >= log.last_id:
         return Response(status_code=204)
 
-    return EventSourceResponse(
+    return LimitedEventSource(
         runner.subscribers.track(log.follow(cursor)),
+        limits.acquire(identity),  # 429 past the stream limits
         ping=settings.keepalive,
         send_timeout=30,
         sep="\n",
     )
 
 
-@router.get("/api/events", response_class=EventSourceResponse, responses={200: _SSE})
+@router.get(
+    "/api/events",
+    response_class=EventSourceResponse,
+    responses={200: _SSE, 429: {"model": ErrorResponse, "description": _LIMITED}},
+)
 async def run_feed(
     runner: RunnerDep,
     settings: SettingsDep,
-    last_event_id: Annotated[str | None, Header()] = None,
+    identity: ViewerDep,
+    limits: StreamLimitsDep,
+    last_event_id: Annotated[str | None, Header(max_length=MAX_EVENT_ID)] = None,
 ) -> EventSourceResponse:
     """`run` events for every run created or changed; `reset` when history was lost."""
 
@@ -73,8 +86,10 @@ async def run_feed(
         async for chunk in runner.feed.follow(last_event_id):
             yield chunk
 
-    return EventSourceResponse(
+    slot = limits.acquire(identity)  # 429 past the stream limits
+    return LimitedEventSource(
         runner.feed_subscribers.track(feed()),
+        slot,
         ping=settings.keepalive,
         send_timeout=30,
         sep="\n",

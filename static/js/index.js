@@ -2,6 +2,7 @@
 // field) and the runs table, kept live from GET /api/events.
 
 import { formatAbsolute, formatDuration, formatRelative, h, shellJoin } from "./format.js";
+import { csrfHeaders, signInAgain } from "./csrf.js";
 import { pageVocabulary } from "./vocabulary.js";
 
 const $ = (id) => document.getElementById(id);
@@ -91,13 +92,19 @@ function buildRequest() {
   if (Object.keys(env).length) body.env = env;
   const labels = keyValueLines($("f-labels").value, "labels", errors);
   if (Object.keys(labels).length) body.labels = labels;
+  const secretEnv = keyValueLines($("f-secret_env").value, "secret_env", errors);
+  for (const [key, secret] of Object.entries(secretEnv)) {
+    // "Run again" shows KEY=*** : the value itself was never kept.
+    if (secret === "***") errors.push(["secret_env", `${key}: enter the value again (secret values are never kept)`]);
+  }
+  if (Object.keys(secretEnv).length) body.secret_env = secretEnv;
   for (const name of ["workdir", "user", "platform", "memory"]) {
     if (value(name)) body[name] = value(name);
   }
   body.pull = $("f-pull").value;
   body.tty = $("f-tty").checked;
   body.auto_remove = $("f-auto_remove").checked;
-  for (const name of ["timeout", "cpus"]) {
+  for (const name of ["timeout", "cpus", "pids_limit"]) {
     const n = numberField(name, errors);
     if (n !== undefined) body[name] = n;
   }
@@ -121,9 +128,10 @@ form.addEventListener("submit", async (event) => {
   try {
     const response = await fetch("/api/runs", {
       method: "POST",
-      headers: { "content-type": "application/json", accept: "application/json" },
+      headers: { "content-type": "application/json", accept: "application/json", ...csrfHeaders() },
       body: JSON.stringify(body),
     });
+    if (response.status === 401) return signInAgain();
     const payload = await response.json().catch(() => null);
     if (response.status === 201 && payload) {
       busy.textContent = `Run ${payload.id} started; opening it…`;
@@ -175,6 +183,7 @@ function rowFor(record) {
       h("code", { title: shellJoin(record.spec.command), text: shellJoin(record.spec.command) })),
     h("td", { class: "c-started" },
       h("time", { datetime: record.created_at, title: formatAbsolute(record.created_at), text: formatRelative(record.created_at) })),
+    h("td", { class: "c-by", text: record.created_by || "" }),
     h("td", { class: "c-duration", text: duration }),
     h("td", { class: "c-exit" },
       exit === null || exit === undefined ? null : h("span", { class: exit === 0 ? "exit" : "exit exit-bad", text: String(exit) })),

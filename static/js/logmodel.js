@@ -32,13 +32,16 @@
 //   clear(); dropOldest(count) -> how many were dropped;
 //   update(): after each frame (counts, marker); follow(): scroll to the end.
 
-import { PLAIN, advanceState } from "./term.js";
+import { MAX_SCAN, PLAIN, advanceState } from "./term.js";
 import { formatCount } from "./format.js";
 
 export const PARSE_BUDGET_MS = 5;
 export const RENDER_BUDGET_MS = 8;
 export const SLICE = 100; // lines rendered between two looks at the clock
 export const FRAME_LINES = 500; // at most this many new lines laid out per frame
+// ... and at most about this many characters of them (a line counts for no
+// more than term.js lays out of it, MAX_SCAN): huge lines take frames of their own.
+export const FRAME_CHARS = 2 * MAX_SCAN;
 export const FLOOD_LINES = 300; // lines kept for the screen when a flood is skipped
 export const BACKFILL_LINES = 500; // lines filled in above, per quiet frame
 export const FLOOD_FRAME_MS = 100; // during a flood the view is redrawn at most this often
@@ -249,13 +252,19 @@ export class LogModel {
 
   renderQueue(sink, t1) {
     let rendered = 0;
-    while (this.head < this.queue.length && rendered < FRAME_LINES) {
+    let chars = 0;
+    while (this.head < this.queue.length && rendered < FRAME_LINES && chars < FRAME_CHARS) {
       const entry = this.queue[this.head];
       if (entry.kind === "cont") {
+        chars += Math.min(entry.text.length, MAX_SCAN);
         this.continueLine(entry, sink);
         this.head++;
       } else {
-        const end = Math.min(entry.lines.length, entry.start + SLICE, entry.start + FRAME_LINES - rendered);
+        let end = Math.min(entry.lines.length, entry.start + SLICE, entry.start + FRAME_LINES - rendered);
+        for (let k = entry.start; k < end; k++) {
+          chars += Math.min(entry.lines[k].length, MAX_SCAN);
+          if (chars >= FRAME_CHARS) end = k + 1; // this line is the frame's last
+        }
         const count = end - entry.start;
         this.append(entry, entry.start, end, sink);
         entry.start = end;

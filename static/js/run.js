@@ -2,6 +2,7 @@
 // the run's event stream from the snapshot's last event id, so nothing is
 // shown twice and nothing is missed (also on reload).
 
+import { csrfHeaders, signInAgain } from "./csrf.js";
 import { formatCount, formatDuration, formatRelative, formatAbsolute, frameScheduler } from "./format.js";
 import { LogView } from "./logview.js";
 import { pastPhase, phaseView } from "./phases.js";
@@ -211,7 +212,8 @@ $("cancel-run").addEventListener("click", async (event) => {
   button.disabled = true;
   button.textContent = "Canceling…";
   try {
-    const response = await fetch(`${run.links.self}/cancel`, { method: "POST" });
+    const response = await fetch(`${run.links.self}/cancel`, { method: "POST", headers: csrfHeaders() });
+    if (response.status === 401) return signInAgain();
     if (!response.ok && response.status !== 409) {
       const body = await response.json().catch(() => null);
       showActionError((body && body.error && body.error.message) || `Cancel failed (${response.status}).`);

@@ -10,9 +10,27 @@
 // - The attribute state carries over from line to line of the same stream,
 //   as in a terminal: renderLine returns the state at the end of the line.
 //
+// - Output cannot make this slow, however hostile: a line shows at most
+//   MAX_COLUMNS cells (cursor moves go no further: `ESC[2147483647G` costs
+//   nothing), and only its first MAX_SCAN characters are laid out (the state
+//   at its end still follows the colour changes after them). A line cut
+//   either way ends with a marker saying so; the full text is in the
+//   download (GET /api/runs/{id}/logs). backend/web/snapshot.py sends the
+//   page no more of a line than MAX_SCAN + 1 characters.
+//
 // Everything but renderLine is pure (Node's tests in tests/js/term.test.mjs):
 // lineSegments lays a line out as runs of text with one state each and
 // spanStyle says how a state is shown; renderLine only makes the nodes.
+
+import { formatCount } from "./format.js";
+
+export const MAX_COLUMNS = 10000;
+export const MAX_SCAN = 1000000;
+
+// What ends a line that was cut after `at` characters.
+export function cutMarker(at) {
+  return ` … [line cut at ${formatCount(at)} characters: the full text is in the download]`;
+}
 
 export const PLAIN = Object.freeze({
   fg: null, bg: null, bold: false, dim: false, italic: false, underline: false,
@@ -119,11 +137,40 @@ function styledNode(text, s) {
   return span;
 }
 
+// A short line without control characters: shown as it is.
+function simple(text) {
+  return text.length <= MAX_COLUMNS && !SPECIAL.test(text);
+}
+
+// The first `count` UTF-16 units of `text`, a surrogate pair not split.
+function head(text, count) {
+  const code = text.charCodeAt(count - 1);
+  return text.slice(0, code >= 0xd800 && code < 0xdc00 ? count - 1 : count);
+}
+
+// The colour changes (SGR) in text[from..], applied to `state`: what the
+// state at the end of a line is past the part that was laid out.
+const SGR = /\x1b\[([0-9;:]*)m/g;
+function sgrAfter(text, from, state) {
+  if (text.indexOf("\x1b", from) < 0) return state;
+  let s = state;
+  SGR.lastIndex = from;
+  for (let m = SGR.exec(text); m !== null; m = SGR.exec(text)) s = applySgr(s, m[1]);
+  return s;
+}
+
 // A line as a terminal shows it: [{text, state}] runs (adjacent runs differ in
-// state; none for an empty line) and the state at its end.
+// state; none for an empty line), the state at its end, and `cut`: null, or
+// after how many characters the line was cut (see cutMarker).
 export function lineSegments(text, state = PLAIN) {
-  if (!SPECIAL.test(text)) return { segments: text ? [{ text, state }] : [], end: state };
-  const { cells, styles, end } = layout(text, state);
+  if (simple(text)) return { segments: text ? [{ text, state }] : [], end: state, cut: null };
+  const scanned = text.length > MAX_SCAN ? text.slice(0, MAX_SCAN) : text;
+  if (!SPECIAL.test(scanned)) {
+    // Plain text, only too long: its head, in the one state.
+    const end = scanned.length < text.length ? sgrAfter(text, scanned.length, state) : state;
+    return { segments: [{ text: head(text, MAX_COLUMNS), state }], end, cut: MAX_COLUMNS };
+  }
+  const { cells, styles, end, cut } = layout(text, state);
   const segments = [];
   let start = 0;
   for (let k = 1; k <= cells.length; k++) {
@@ -132,18 +179,27 @@ export function lineSegments(text, state = PLAIN) {
       start = k;
     }
   }
-  return { segments, end };
+  return { segments, end, cut };
+}
+
+function markerNode(cut) {
+  const span = document.createElement("span");
+  span.className = "line-cut";
+  span.textContent = cutMarker(cut);
+  return span;
 }
 
 // Render `text` into `el` (replacing its content); returns the end state.
 export function renderLine(el, text, state = PLAIN) {
-  if (!SPECIAL.test(text)) {
+  if (simple(text)) {
     if (isPlain(state)) el.textContent = text;
     else el.replaceChildren(styledNode(text, state));
     return state;
   }
-  const { segments, end } = lineSegments(text, state);
-  el.replaceChildren(...segments.map((seg) => styledNode(seg.text, seg.state)));
+  const { segments, end, cut } = lineSegments(text, state);
+  const nodes = segments.map((seg) => styledNode(seg.text, seg.state));
+  if (cut !== null) nodes.push(markerNode(cut));
+  el.replaceChildren(...nodes);
   return end;
 }
 
@@ -153,19 +209,28 @@ export function advanceState(text, state = PLAIN) {
   return layout(text, state).end;
 }
 
-// The visible text of a line, as renderLine would show it.
+// The visible text of a line, as renderLine would show it (its marker included).
 export function visibleText(text) {
-  if (!SPECIAL.test(text)) return text;
-  return layout(text, PLAIN).cells.join("");
+  if (simple(text)) return text;
+  const { segments, cut } = lineSegments(text, PLAIN);
+  const shown = segments.map((seg) => seg.text).join("");
+  return cut === null ? shown : shown + cutMarker(cut);
 }
 
+// Lay out the first MAX_SCAN characters of `text` in at most MAX_COLUMNS
+// cells: {cells, styles, end, cut}.
 function layout(text, state) {
   const cells = [];
   const styles = [];
   let col = 0;
   let cur = state;
-  const n = text.length;
+  let cut = null;
+  const n = Math.min(text.length, MAX_SCAN);
   const put = (ch) => {
+    if (col >= MAX_COLUMNS) {
+      cut = MAX_COLUMNS;
+      return;
+    }
     while (cells.length < col) {
       cells.push(" ");
       styles.push(PLAIN);
@@ -174,6 +239,7 @@ function layout(text, state) {
     styles[col] = cur;
     col += 1;
   };
+  const move = (to) => Math.min(MAX_COLUMNS, Math.max(0, to));
   let i = 0;
   while (i < n) {
     const c = text.charCodeAt(i);
@@ -206,11 +272,11 @@ function layout(text, state) {
             styles.length = 0;
           }
         } else if (final === "G") {
-          col = Math.max(0, (parseInt(params, 10) || 1) - 1);
+          col = move((parseInt(params, 10) || 1) - 1);
         } else if (final === "C") {
-          col += parseInt(params, 10) || 1;
+          col = move(col + (parseInt(params, 10) || 1));
         } else if (final === "D") {
-          col = Math.max(0, col - (parseInt(params, 10) || 1));
+          col = move(col - (parseInt(params, 10) || 1));
         }
         i = j + 1;
         continue;
@@ -231,7 +297,7 @@ function layout(text, state) {
     if (c === 13) { col = 0; i++; continue; }
     if (c === 8) { if (col > 0) col--; i++; continue; }
     if (c === 9) {
-      const stop = (Math.floor(col / 8) + 1) * 8;
+      const stop = move((Math.floor(col / 8) + 1) * 8);
       while (col < stop) {
         if (col >= cells.length) put(" ");
         else col++;
@@ -248,5 +314,9 @@ function layout(text, state) {
       i++;
     }
   }
-  return { cells, styles, end: cur };
+  if (text.length > MAX_SCAN) {
+    cut ??= MAX_SCAN;
+    cur = sgrAfter(text, i, cur);
+  }
+  return { cells, styles, end: cur, cut };
 }

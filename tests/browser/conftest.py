@@ -9,6 +9,10 @@ screenshot in tests/artifacts/ (git-ignored) for a person to look at.
 
 Waits are for conditions (expect(), wait_for_function), never for a time;
 their deadline, WAIT_MS, only turns a hang into a failure.
+
+Every context is signed in as a browser would be (unless `signed_in=False`):
+it posts the server's admin token to /login and keeps the session cookie, so
+pages, their EventSources and fetches use the cookie and the CSRF token.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from tests.browser.helpers import (
     launch_chromium,
     new_context,
     screenshot,
+    sign_in,
 )
 from tests.support.server import ServerProcess
 
@@ -50,11 +55,15 @@ def browser() -> Iterator[Browser]:
 def new_page(
     browser: Browser, server: ServerProcess, request: pytest.FixtureRequest
 ) -> Iterator[Any]:
-    """new_page(**context_options) -> (page, problems); screenshots each page at the end."""
+    """new_page(signed_in=True, **context_options) -> (page, problems), in a
+    context of its own, signed in with the server's admin token unless
+    `signed_in=False`; screenshots each page at the end."""
     opened: list[tuple[BrowserContext, Page, PageProblems]] = []
 
-    def make(**options: Any) -> tuple[Page, PageProblems]:
+    def make(signed_in: bool = True, **options: Any) -> tuple[Page, PageProblems]:
         context = new_context(browser, base_url=server.base_url, **options)
+        if signed_in:
+            sign_in(context, token=server.token)
         page = context.new_page()
         page.set_default_timeout(WAIT_MS)
         problems = PageProblems()

@@ -49,6 +49,21 @@ def new_context(browser: Browser, **options: Any) -> BrowserContext:
     return browser.new_context(**defaults)
 
 
+def sign_in(
+    context: BrowserContext,
+    *,
+    token: str | None = None,
+    username: str = "",
+    password: str = "",
+) -> None:
+    """Sign the context in through /login, as its form does (a POST that sets
+    the session cookie, which the context's pages then send)."""
+    form = {"username": username, "password": password, "token": token or "", "next": "/"}
+    response = context.request.post("/login", form=form, max_redirects=0)
+    assert response.status == 303, f"sign-in failed: {response.status} {response.text()[:300]}"
+    assert any(c["name"] == "pullrun_session" for c in context.cookies()), context.cookies()
+
+
 class PageProblems:
     """Uncaught page errors and console errors: a test fails when there are any."""
 

@@ -119,7 +119,7 @@ def watch_million_lines(
     assert box is not None
     x, y = box["x"] + 5, box["y"] + box["height"] / 2
     open_gate(docker_api, run["id"])
-    page.wait_for_function("window.pullrun.logs.total > 0", polling=10)
+    page.wait_for_function("() => window.pullrun.logs.total > 0", polling=10)
     streaming_since = page.evaluate("performance.now()")
 
     deadline = Deadline(f"the page to get `done` of a {lines:,}-line run", timeout)
@@ -140,8 +140,8 @@ def watch_million_lines(
     watch.streaming_ms = page.evaluate("performance.now()") - streaming_since
 
     wait_finished(page)
-    page.wait_for_function("!window.pullrun.logs.busy")
-    page.wait_for_function("window.__clickDelays.length > 0")  # a click was handled
+    page.wait_for_function("() => !window.pullrun.logs.busy")
+    page.wait_for_function("() => window.__clickDelays.length > 0")  # a click was handled
     watch.click_delays = page.evaluate("window.__clickDelays")
     watch.long_tasks = page.evaluate(
         f"window.__longTasks.filter(([start]) => start >= {streaming_since}).map(([, d]) => d)"

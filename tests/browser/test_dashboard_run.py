@@ -53,7 +53,7 @@ def test_form_starts_a_multi_layer_pull_and_shows_it_live(
             page.wait_for_selector("#layers li.layer-downloading")
             expect(page.locator("#status-badge")).to_have_text("pulling")
             expect(page.locator("#conn-state")).to_have_attribute("data-state", "live")
-            page.wait_for_function("document.getElementById('pull-progress').value >= 0.2")
+            page.wait_for_function("() => document.getElementById('pull-progress').value >= 0.2")
             screenshot(page, "run-mid-pull")
             wait_finished(page)
         finally:
@@ -119,12 +119,12 @@ def test_reload_mid_run_shows_every_line_once_in_order(
         ],
     )
     page.goto(run["links"]["page"])
-    page.wait_for_function("document.querySelectorAll('#log-body .ln').length >= 20")
+    page.wait_for_function("() => document.querySelectorAll('#log-body .ln').length >= 20")
     page.reload()
     # The new page starts from its snapshot and follows from its last event id.
     after = page.evaluate("window.pullrun.source && new URL(window.pullrun.source.url).search")
     assert after and re.fullmatch(r"\?after=\d+", after) and after != "?after=0", after
-    page.wait_for_function(f"document.querySelectorAll('#log-body .ln').length >= {held}")
+    page.wait_for_function(f"() => document.querySelectorAll('#log-body .ln').length >= {held}")
 
     # Scrolled up while lines stream in: follow lets go and never pulls back.
     log = page.locator("#log")
@@ -133,7 +133,9 @@ def test_reload_mid_run_shows_every_line_once_in_order(
     expect(page.locator("#log-follow")).to_have_attribute("aria-pressed", "false")
     wait_settled(page, "#log")
     open_gate(docker_api, run["id"])
-    page.wait_for_function(f"document.querySelectorAll('#log-body .ln').length >= {held + 40}")
+    page.wait_for_function(
+        f"() => document.querySelectorAll('#log-body .ln').length >= {held + 40}"
+    )
     top = page.eval_on_selector("#log", "el => el.scrollTop")
     assert top < 50, top
     expect(page.locator("#log-follow")).to_have_attribute("aria-pressed", "false")
@@ -143,7 +145,7 @@ def test_reload_mid_run_shows_every_line_once_in_order(
     wait_finished(page)
     # Closed on `done`, so the browser does not reconnect.
     assert page.evaluate("window.pullrun.source.readyState") == 2  # EventSource.CLOSED
-    page.wait_for_function(f"document.querySelectorAll('#log-body .ln').length >= {count}")
+    page.wait_for_function(f"() => document.querySelectorAll('#log-body .ln').length >= {count}")
     lines = log_lines(page)
     assert [n for n, _, _ in lines] == list(range(1, count + 1))
     assert [text for _, _, text in lines] == [f"line {i}" for i in range(1, count + 1)]
@@ -171,7 +173,7 @@ def test_container_output_is_shown_as_text_never_as_html(page: Page, client: htt
     run = start(client, image=BASE_IMAGE, command=command, env={"IMG": payload, "SCRIPT": script})
     page.goto(run["links"]["page"])
     wait_finished(page)
-    page.wait_for_function("document.querySelectorAll('#log-body .ln').length >= 3")
+    page.wait_for_function("() => document.querySelectorAll('#log-body .ln').length >= 3")
     texts = [text for _, _, text in log_lines(page)]
     assert sorted(texts[:3]) == sorted([payload, script, "<b>not bold</b>"]), texts
     assert page.locator("#log-body img, #log-body script, #log-body b").count() == 0
@@ -248,13 +250,14 @@ def test_streams_colours_carriage_returns_and_partial_lines(
     # Filter and wrap.
     page.fill("#log-filter", "STDERR")
     page.wait_for_function(
-        "[...document.querySelectorAll('#log-body .ln')]"
+        "() => [...document.querySelectorAll('#log-body .ln')]"
         ".filter(el => el.offsetParent !== null).length === 1"
     )
     expect(page.locator("#log-info")).to_contain_text("1 matching")
     page.fill("#log-filter", "")
     page.wait_for_function(
-        "[...document.querySelectorAll('#log-body .ln')].every(el => el.offsetParent !== null)"
+        "() => [...document.querySelectorAll('#log-body .ln')]"
+        ".every(el => el.offsetParent !== null)"
     )
     page.check("#log-wrap")
     expect(page.locator("#log")).to_have_class(re.compile(r"\bwrap\b"))

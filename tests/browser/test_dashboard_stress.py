@@ -65,7 +65,7 @@ def test_a_reader_scrolled_up_is_left_alone_by_a_flood(
         ],
     )
     page.goto(run["links"]["page"])
-    page.wait_for_function("document.querySelectorAll('#log-body .ln').length >= 300")
+    page.wait_for_function("() => document.querySelectorAll('#log-body .ln').length >= 300")
     page.locator("#log").hover()
     page.mouse.wheel(0, -2000)
     expect(page.locator("#log-follow")).to_have_attribute("aria-pressed", "false")
@@ -77,7 +77,7 @@ def test_a_reader_scrolled_up_is_left_alone_by_a_flood(
     open_gate(docker_api, run["id"], "flood")
     # The whole flood has arrived and the page has done all it will with it.
     page.wait_for_function(
-        "window.pullrun.logs.total >= 600000 && !window.pullrun.logs.busy", polling=50
+        "() => window.pullrun.logs.total >= 600000 && !window.pullrun.logs.busy", polling=50
     )
     assert page.evaluate(shown) == before  # what they read stays
     assert page.eval_on_selector("#log", "el => el.scrollTop") == top
@@ -88,7 +88,7 @@ def test_a_reader_scrolled_up_is_left_alone_by_a_flood(
     wait_finished(page)
     page.click("#log-follow")
     expect(page.locator("#log-follow")).to_have_attribute("aria-pressed", "true")
-    page.wait_for_function("!window.pullrun.logs.busy")
+    page.wait_for_function("() => !window.pullrun.logs.busy")
     lines = log_lines(page)
     assert lines[-1] == (600_001, "stdout", "the end")
     assert len(lines) <= DOM_CAP

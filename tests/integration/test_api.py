@@ -66,7 +66,7 @@ def test_readyz_is_503_when_the_engine_is_unreachable(tmp_path: Path) -> None:
     missing = tmp_path / "no-such.sock"
     with (
         ServerProcess(tmp_path / "data", env={"DOCKER_HOST": f"unix://{missing}"}) as server,
-        httpx.Client(base_url=server.base_url) as client,
+        server.client() as client,
     ):
         assert client.get("/healthz").status_code == 200
         response = client.get("/readyz")

@@ -13,6 +13,9 @@ import httpx
 import pytest
 import uvicorn
 
+from backend.auth.accounts import Accounts
+from backend.auth.roles import Role
+from backend.auth.store import AuthStore
 from backend.engines.docker import DockerEngine
 from backend.settings import Settings
 from backend.web.app import create_app
@@ -35,9 +38,9 @@ class Gate:
 
 def gated_engine(gate: Gate) -> type[DockerEngine]:
     class GatedEngine(DockerEngine):
-        def create(self, run_id: str, spec: Any, name: str | None = None) -> str:
+        def create(self, run_id: str, spec: Any, name: str | None = None, **options: Any) -> str:
             gate.hold("create")
-            return super().create(run_id, spec, name)
+            return super().create(run_id, spec, name, **options)
 
         def start(self, container_id: str) -> None:
             gate.hold("start")
@@ -50,6 +53,8 @@ def gated_engine(gate: Gate) -> type[DockerEngine]:
 def gated(tmp_path: Path) -> Iterator[tuple[Gate, httpx.Client]]:
     gate = Gate()
     settings = Settings(data_dir=tmp_path / "data", port=free_port())
+    with AuthStore(settings.auth_db_path) as store:
+        token = Accounts(store).create_token("tests", Role.ADMIN)
     app = create_app(settings, engine_factory=gated_engine(gate))
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")
@@ -59,7 +64,8 @@ def gated(tmp_path: Path) -> Iterator[tuple[Gate, httpx.Client]]:
     base = f"http://127.0.0.1:{settings.port}"
     wait_until(lambda: server.started or not thread.is_alive(), "the in-process server to start")
     assert server.started, "the in-process server's thread ended before it started"
-    with httpx.Client(base_url=base, timeout=30) as client:
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base, timeout=30, headers=headers) as client:
         yield gate, client
     gate.release.set()
     server.should_exit = True

@@ -162,7 +162,11 @@ def test_a_subscriber_that_never_reads_does_not_slow_the_run(
     url = record["links"]["events"]
     stuck = socket.create_connection(("127.0.0.1", server.port))
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    stuck.sendall(f"GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    credentials = "".join(f"{k}: {v}\r\n" for k, v in server.headers().items())
+    stuck.sendall(
+        f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n{credentials}"
+        "Connection: close\r\n\r\n".encode()
+    )
     try:
         wait_until(
             lambda: client.get("/api/stats").json()["subscribers"] == before["subscribers"] + 1,

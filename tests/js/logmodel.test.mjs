@@ -7,7 +7,8 @@
 import assert from "node:assert/strict";
 import { describe as suite, test } from "node:test";
 
-import { FLOOD_FRAME_MS, LogModel, QUIET_MS, describe } from "../../static/js/logmodel.js";
+import { FLOOD_FRAME_MS, FRAME_CHARS, LogModel, QUIET_MS, describe } from "../../static/js/logmodel.js";
+import { MAX_SCAN } from "../../static/js/term.js";
 import { FakeClock, HeadlessSink, drain, fixture } from "./helpers.mjs";
 
 const { cases } = fixture("lines.json");
@@ -241,4 +242,31 @@ test("a quiet period is what ends a flood's skipping and starts the backfill", (
   clock.advance(QUIET_MS);
   model.frame(sink);
   assert.ok(sink.shown.length > during);
+});
+
+suite("huge lines", () => {
+  test("a frame lays out about FRAME_CHARS characters at most: huge lines get frames of their own", () => {
+    const { clock, model, sink } = setup();
+    const huge = "h".repeat(MAX_SCAN);
+    const count = 2 * Math.ceil(FRAME_CHARS / MAX_SCAN) + 1;
+    model.add({ stream: "stdout", first: 1, lines: [...Array(count)].map(() => huge), partial: false });
+    model.add({ stream: "stdout", first: count + 1, lines: ["small"], partial: false });
+    clock.advance(16);
+    model.frame(sink);
+    assert.equal(sink.shown.length, FRAME_CHARS / MAX_SCAN);
+    const frames = drain(model, sink, clock);
+    assert.ok(frames >= 2, frames);
+    assert.equal(sink.shown.length, count + 1);
+    assert.equal(sink.shown.at(-1).text, "small");
+  });
+
+  test("a 10 MB line without a newline, in parts, is one line", () => {
+    const { clock, model, sink } = setup();
+    const part = "p".repeat(1_000_000);
+    for (let k = 0; k < 10; k++) model.add({ stream: "stdout", first: 1, lines: [part], partial: k < 9 });
+    drain(model, sink, clock);
+    assert.equal(sink.shown.length, 1);
+    assert.equal(sink.shown[0].text.length, 10_000_000);
+    assert.equal(model.total, 1);
+  });
 });

@@ -5,7 +5,8 @@ import assert from "node:assert/strict";
 import { after, before, describe as suite, test } from "node:test";
 
 import {
-  PLAIN, advanceState, applySgr, lineSegments, renderLine, spanStyle, visibleText,
+  MAX_COLUMNS, MAX_SCAN, PLAIN, advanceState, applySgr, cutMarker, lineSegments, renderLine, spanStyle,
+  visibleText,
 } from "../../static/js/term.js";
 
 // What the screen shows: [text, classes, inline colours] per run.
@@ -179,5 +180,138 @@ suite("renderLine: text nodes and spans, never markup", () => {
     const el = new Node();
     renderLine(el, "still red", applySgr(PLAIN, "31"));
     assert.deepEqual(el.children.map((n) => [n.textContent, n.className]), [["still red", "fg-1"]]);
+  });
+});
+
+suite("hostile output: capped columns and line widths, cut with a marker", () => {
+  const text = (line) => lineSegments(line).segments.map((s) => s.text).join("");
+
+  for (const move of ["\x1b[2147483647G", "\x1b[99999999C", "\x1b[50000000G", "\x1b[99999999999999999999C"]) {
+    test(`${JSON.stringify(move)} builds no more than MAX_COLUMNS cells`, () => {
+      const { segments, cut } = lineSegments(`a${move}b`);
+      assert.equal(segments.map((s) => s.text).join(""), "a"); // b fell past the last column
+      assert.equal(cut, MAX_COLUMNS);
+      assert.equal(visibleText(`a${move}b`), `a${cutMarker(MAX_COLUMNS)}`);
+    });
+  }
+
+  test("a move past the cap and back loses nothing", () => {
+    assert.deepEqual(lineSegments("a\x1b[2147483647G\rB").cut, null);
+    assert.equal(visibleText("a\x1b[2147483647G\rB"), "B");
+    assert.equal(visibleText("ab\x1b[99999999C\x1b[99999999DX"), "Xb");
+  });
+
+  test("the last column is still written; the one after it is cut", () => {
+    const line = `\x1b[${MAX_COLUMNS}Gyz`;
+    const shown = text(line);
+    assert.equal(shown.length, MAX_COLUMNS);
+    assert.equal(shown.at(-1), "y");
+    assert.equal(lineSegments(line).cut, MAX_COLUMNS);
+    assert.equal(lineSegments(`\x1b[${MAX_COLUMNS}Gy`).cut, null);
+  });
+
+  test("tabs stop at the cap", () => {
+    const { segments, cut } = lineSegments("\t".repeat(MAX_COLUMNS) + "x");
+    assert.equal(segments.map((s) => s.text).join("").length, MAX_COLUMNS);
+    assert.equal(cut, MAX_COLUMNS);
+  });
+
+  test("a plain line longer than MAX_COLUMNS shows its head and the marker", () => {
+    const exact = "x".repeat(MAX_COLUMNS);
+    assert.equal(visibleText(exact), exact);
+    assert.equal(lineSegments(exact).cut, null);
+    const long = "y".repeat(10_000_000); // 10 MB without a newline
+    const { segments, end, cut } = lineSegments(long);
+    assert.deepEqual(segments.map((s) => s.text.length), [MAX_COLUMNS]);
+    assert.equal(cut, MAX_COLUMNS);
+    assert.equal(end, PLAIN);
+    assert.equal(visibleText(long), "y".repeat(MAX_COLUMNS) + cutMarker(MAX_COLUMNS));
+  });
+
+  test("a cut never splits a surrogate pair", () => {
+    const line = "x".repeat(MAX_COLUMNS - 1) + "😀" + "tail";
+    const shown = text(line);
+    assert.equal(shown, "x".repeat(MAX_COLUMNS - 1));
+    const styled = "\x1b[1m" + "x".repeat(MAX_COLUMNS - 1) + "😀😀";
+    assert.equal(text(styled), "x".repeat(MAX_COLUMNS - 1) + "😀"); // a pair is one cell
+  });
+
+  test("only the first MAX_SCAN characters are laid out; colours after them still count", () => {
+    const progress = "ab\r".repeat(Math.ceil(MAX_SCAN / 3) + 10) + "\x1b[31m";
+    const { segments, end, cut } = lineSegments(progress);
+    assert.deepEqual(segments.map((s) => s.text), ["ab"]);
+    assert.equal(cut, MAX_SCAN);
+    assert.equal(end.fg, 1); // the SGR past the scanned part
+    assert.equal(advanceState(progress).fg, 1);
+    const plain = "z".repeat(MAX_SCAN + 1) + "\x1b[1;32m";
+    const after = lineSegments(plain);
+    assert.equal(after.cut, MAX_COLUMNS);
+    assert.equal(after.end.bold, true);
+    assert.equal(after.end.fg, 2);
+    assert.equal(advanceState(plain).fg, 2);
+  });
+
+  test("an escape split by the scan limit is read from the rest", () => {
+    const line = "\r".repeat(MAX_SCAN - 2) + "\x1b[33m" + "x";
+    assert.equal(lineSegments(line).end.fg, 3);
+    assert.equal(lineSegments(line).cut, MAX_SCAN);
+  });
+
+  test("the marker says where the line was cut and where the full text is", () => {
+    const marker = cutMarker(MAX_COLUMNS);
+    assert.match(marker, /^ … \[line cut at 10.000 characters: the full text is in the download\]$/);
+  });
+});
+
+suite("renderLine: a cut line ends with its marker", () => {
+  class Node {
+    constructor() {
+      this.children = [];
+      this.className = "";
+      this.style = {};
+      this.text = "";
+    }
+
+    get textContent() {
+      return this.children.length ? this.children.map((c) => c.textContent).join("") : this.text;
+    }
+
+    set textContent(text) {
+      this.children = [];
+      this.text = text;
+    }
+
+    replaceChildren(...nodes) {
+      this.text = "";
+      this.children = nodes;
+    }
+  }
+
+  before(() => {
+    globalThis.document = {
+      createTextNode: (text) => Object.assign(new Node(), { nodeType: 3, text }),
+      createElement: () => Object.assign(new Node(), { nodeType: 1 }),
+    };
+  });
+  after(() => {
+    delete globalThis.document;
+  });
+
+  test("a long plain line: its head as text, then the marker in a span", () => {
+    const el = new Node();
+    assert.equal(renderLine(el, "w".repeat(MAX_COLUMNS + 1)), PLAIN);
+    assert.deepEqual(el.children.map((n) => [n.nodeType, n.className, n.textContent.length]), [
+      [3, "", MAX_COLUMNS],
+      [1, "line-cut", cutMarker(MAX_COLUMNS).length],
+    ]);
+  });
+
+  test("a cursor move past the cap", () => {
+    const el = new Node();
+    renderLine(el, "\x1b[31mred\x1b[2147483647Gb");
+    assert.deepEqual(el.children.map((n) => [n.className, n.textContent]), [
+      ["fg-1", "red"],
+      ["line-cut", cutMarker(MAX_COLUMNS)],
+    ]);
   });
 });

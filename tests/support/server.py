@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -29,6 +30,13 @@ class ServerProcess:
 
     `root` is the source tree the server runs from (this repository by default;
     the benchmarks can point it at a tree exported from another commit).
+
+    Sign-in: before it starts the server, it creates an admin API token in the
+    data dir with `pullrun token create` (`token=False`: none, so the first
+    start creates and prints its own). `server.token` is that token and
+    `server.client()` sends it; `server.cli(...)` runs other `pullrun`
+    commands against the same data dir. A tree without `backend/auth` (an
+    older commit, for the benchmarks) needs and gets no token.
     """
 
     def __init__(
@@ -36,6 +44,8 @@ class ServerProcess:
         data_dir: Path,
         env: dict[str, str] | None = None,
         root: Path | None = None,
+        token: bool = True,
+        log_level: str = "warning",
         **settings: Any,
     ) -> None:
         self.data_dir = data_dir
@@ -46,18 +56,60 @@ class ServerProcess:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"server-{self.port}.log"
+        self.wants_token = token
+        self.log_level = log_level
+        self.token: str | None = None
 
-    def start(self) -> ServerProcess:
+    def env(self) -> dict[str, str]:
+        """The environment the server (and `cli`) run with."""
         env = dict(os.environ)
         env.update({f"PULLRUN_{k.upper()}": str(v) for k, v in self.settings.items()})
         env["PULLRUN_DATA_DIR"] = str(self.data_dir)
         env["PULLRUN_PORT"] = str(self.port)
         env["PULLRUN_HOST"] = "127.0.0.1"
         env.update(self.extra_env)
+        return env
+
+    def cli(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        """`pullrun ARGS` on this server's data dir (it may be running); its stdout."""
+        done = subprocess.run(
+            [sys.executable, "-m", "backend.cli", *args],
+            cwd=self.root,
+            env=self.env(),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check and done.returncode != 0:
+            raise RuntimeError(f"pullrun {' '.join(args)}: exit {done.returncode}: {done.stderr}")
+        return done.stdout
+
+    def create_token(self, role: str, name: str | None = None) -> str:
+        """A new API token with this role (`pullrun token create`)."""
+        name = name or f"{role}-{secrets.token_hex(4)}"
+        return self.cli("token", "create", "--name", name, "--role", role).strip()
+
+    def create_user(self, name: str, role: str, password: str) -> None:
+        """A user who signs in with a password (`pullrun user add`, password on stdin)."""
+        self.cli("user", "add", name, "--role", role, input=password + "\n")
+
+    @property
+    def has_auth(self) -> bool:
+        return (self.root / "backend" / "auth").is_dir()
+
+    def headers(self, token: str | None = None) -> dict[str, str]:
+        token = token or self.token
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def start(self) -> ServerProcess:
+        env = self.env()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.wants_token and self.token is None and self.has_auth:
+            self.token = self.create_token("admin", f"tests-{self.port}-{secrets.token_hex(3)}")
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "backend.cli", "serve", "--log-level", "warning"],
+            [sys.executable, "-m", "backend.cli", "serve", "--log-level", self.log_level],
             cwd=self.root,
             env=env,
             stdout=log,
@@ -75,8 +127,13 @@ class ServerProcess:
                 time.sleep(0.1)
         raise RuntimeError(f"server did not answer /healthz in {START_TIMEOUT:g} s: {self.log()}")
 
-    def client(self, timeout: float = 30) -> httpx.Client:
-        """An HTTP client for this server (close it, or use it in a `with`)."""
+    def client(self, timeout: float = 30, token: str | None = None) -> httpx.Client:
+        """An HTTP client for this server, signed in with `token` (default: the
+        admin token `self.token`). Close it, or use it in a `with`."""
+        return httpx.Client(base_url=self.base_url, timeout=timeout, headers=self.headers(token))
+
+    def anonymous(self, timeout: float = 30) -> httpx.Client:
+        """An HTTP client that sends no credentials."""
         return httpx.Client(base_url=self.base_url, timeout=timeout)
 
     def log(self) -> str:
@@ -116,7 +173,8 @@ class ServerProcess:
 
 
 class ServerFactory:
-    """`factory(data_dir=None, env=None, **settings)`: a started `pullrun serve`
+    """`factory(data_dir=None, env=None, token=True, log_level="warning", **settings)`:
+    a started `pullrun serve`
     with those settings (PULLRUN_*), on a fresh data dir (from `new_dir`)
     unless one is given (the same one again: a restart). stop_all() stops
     every server it started (the `server_factory` fixture calls it at the end
@@ -127,9 +185,17 @@ class ServerFactory:
         self.started: list[ServerProcess] = []
 
     def __call__(
-        self, data_dir: Path | None = None, env: dict[str, str] | None = None, **settings: Any
+        self,
+        data_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        *,
+        token: bool = True,
+        log_level: str = "warning",
+        **settings: Any,
     ) -> ServerProcess:
-        proc = ServerProcess(data_dir or self._new_dir(), env, **settings)
+        proc = ServerProcess(
+            data_dir or self._new_dir(), env, token=token, log_level=log_level, **settings
+        )
         self.started.append(proc)
         return proc.start()
 

@@ -25,6 +25,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from backend.auth.accounts import Accounts
+from backend.auth.roles import Role
+from backend.auth.store import AuthStore
 from backend.engines.fake import FakeDocker
 from backend.models import RunRecord
 from backend.runs.pipeline import done_data
@@ -45,6 +48,30 @@ DEADLINE = 30.0  # seconds; only turns a hang into a failure naming what was awa
 def wait_until(predicate: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
     """tests.support.wait.wait_until, polling often: everything here is in memory."""
     return wait_for(predicate, what, timeout, interval=0.001)
+
+
+@pytest.fixture
+def fast_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2id with the least cost it allows: tests that sign in many times
+    need not spend 64 MiB and tens of milliseconds on each
+    (tests/unit/test_auth_passwords.py checks the real parameters)."""
+    from argon2 import PasswordHasher
+
+    from backend.auth import passwords
+
+    monkeypatch.setattr(
+        passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    )
+
+
+def make_token(settings: Settings, name: str = "admin-test", role: str = "admin") -> str:
+    """A new API token in the settings' data dir (as `pullrun token create` makes one)."""
+    with AuthStore(settings.auth_db_path) as store:
+        return Accounts(store).create_token(name, Role(role))
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def events_of(settings: Settings, run_id: str) -> list[Event]:
@@ -109,6 +136,7 @@ def settings(tmp_path: Any) -> Settings:
         max_queued_runs=10,
         partial_line_delay=0.02,
         shutdown_grace=5,
+        allowed_hosts=["testserver"],  # the Host Starlette's TestClient sends
     )
 
 

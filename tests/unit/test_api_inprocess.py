@@ -27,12 +27,14 @@ from backend.settings import Settings
 from backend.storage.reader import decode_events
 from backend.web import api
 from backend.web.app import create_app
-from tests.unit.conftest import BASE, wait_until
+from tests.unit.conftest import BASE, bearer, make_token, wait_until
 
 
 @pytest.fixture
 def client(settings: Settings, daemon: FakeDocker) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, engine_factory=daemon)) as test_client:
+    """A client signed in as an admin (an API token)."""
+    headers = bearer(make_token(settings))
+    with TestClient(create_app(settings, engine_factory=daemon), headers=headers) as test_client:
         try:
             yield test_client
         finally:
@@ -238,7 +240,8 @@ def test_delete_finished_run_only(client: TestClient, daemon: FakeDocker) -> Non
 
 def test_a_full_queue_is_429(settings: Settings, daemon: FakeDocker) -> None:
     limited = settings.model_copy(update={"max_concurrent_runs": 1, "max_queued_runs": 0})
-    with TestClient(create_app(limited, engine_factory=daemon)) as client:
+    headers = bearer(make_token(limited))
+    with TestClient(create_app(limited, engine_factory=daemon), headers=headers) as client:
         try:
             first = start(client, command=hang(daemon))
             error = assert_error(client.post("/api/runs", json={"image": BASE}), 429, "queue_full")

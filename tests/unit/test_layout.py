@@ -8,7 +8,9 @@ from pathlib import Path
 
 BACKEND = Path(__file__).resolve().parents[2] / "backend"
 # A subpackage may import the ones listed after it, never one before it.
-LAYERS = ["web", "runs", "storage", "engines"]
+# `auth` (identities, sign-in, audit) sits beside storage: the web layer and
+# the runs may know who is calling; auth knows nothing of either.
+LAYERS = ["web", "runs", "auth", "storage", "engines"]
 
 
 def imports_of(path: Path) -> set[str]:

@@ -179,3 +179,22 @@ def test_joined_lines_are_the_lines_each_stream_printed(ops: list[Operation]) ->
     assert [line.n for line in lines] == list(range(1, assembler.line_count + 1))
     for stream, data in printed.items():
         assert [line.text for line in lines if line.stream == stream] == whole_lines(data)
+
+
+def test_a_line_sent_in_many_parts_is_joined_once() -> None:
+    """A line continued by thousands of events is not copied again for each:
+    its text is brought up to date when it completes or is read."""
+    joiner = LineJoiner()
+    piece = "x" * 1000
+    first = joiner.feed({"stream": "stdout", "first": 1, "lines": [piece], "partial": True})
+    line = first.opened
+    assert line is not None
+    for _ in range(999):
+        joiner.feed({"stream": "stdout", "first": 1, "lines": [piece], "partial": True})
+        assert line.text == piece  # not joined (copied) on each continuation
+    assert joiner.open_length("stdout") == 1000 * len(piece)
+    assert joiner.open_lines() == [line] and line.text == piece * 1000 and line.partial
+    done = joiner.feed({"stream": "stdout", "first": 1, "lines": ["end"], "partial": False})
+    assert done.continued is line
+    assert line.text == piece * 1000 + "end" and not line.partial
+    assert joiner.open_count == 0

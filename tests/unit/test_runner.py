@@ -28,10 +28,10 @@ from tests.unit.conftest import (
 )
 
 
-def submit(runner: Runner, **body: Any) -> RunRecord:
+def submit(runner: Runner, created_by: str = "tester", **body: Any) -> RunRecord:
     body.setdefault("image", BASE)
     body.setdefault("command", ["true"])
-    return runner.submit(RunCreate(**body))
+    return runner.submit(RunCreate(**body), created_by=created_by)
 
 
 def ended(runner: Runner, run_id: str) -> RunRecord:
@@ -77,12 +77,13 @@ def feed_events(runner: Runner, loop: asyncio.AbstractEventLoop) -> list[bytes]:
 def test_a_run_is_accepted_at_once_and_ends_with_done(
     runner: Runner, loop: asyncio.AbstractEventLoop
 ) -> None:
-    record = submit(runner, command=["true"])
+    record = submit(runner, command=["true"], created_by="alice")
     # (the returned record is the live one: a worker may have moved it on already)
     assert runner.store.get(record.id) is not None
+    assert record.created_by == "alice"
     assert events_of(runner.settings, record.id)[0].data["status"] == "queued"
     final = ended(runner, record.id)
-    assert final.status == RunStatus.SUCCEEDED
+    assert final.status == RunStatus.SUCCEEDED and final.created_by == "alice"
     assert runner.active == 0 and runner.queued == 0
     feed = wait_until(
         lambda: [raw for raw in feed_events(runner, loop) if b'"succeeded"' in raw],
