@@ -46,7 +46,7 @@ def audit(
     request: Request,
     _: AdminDep,
     cursor: Annotated[
-        int | None, Query(ge=0, description="`next_cursor` of the previous page.")
+        int | None, Query(ge=0, le=2**63 - 1, description="`next_cursor` of the previous page.")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     action: Annotated[str | None, Query(max_length=64, description="Only this action.")] = None,
