@@ -18,7 +18,9 @@ COPY pyproject.toml README.md ./
 COPY backend backend
 COPY templates templates
 COPY static static
-RUN pip install --no-cache-dir .
+# Editable: the package finds templates/ and static/ beside backend/ in /app
+# (a plain install would put backend/ alone into site-packages).
+RUN pip install --no-cache-dir -e .
 # 0.0.0.0 inside the container (the port is published on the host's loopback
 # only, see docker-compose.yml); sign-in stays required: PULLRUN_AUTH=off is
 # refused on any address but loopback.

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..auth import Identity
@@ -15,8 +16,9 @@ from ..errors import Forbidden, PullrunError
 from ..models import ErrorResponse, RunCreate, RunList, RunRecord, RunStatus
 from ..runs.policy import redact
 from ..storage.logtext import log_text
-from .deps import AuditDep, EngineFactoryDep, OperatorDep, RunnerDep, ViewerDep
+from .deps import AuditDep, EngineFactoryDep, OperatorDep, RunnerDep, ViewerDep, get_identity
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 READY_TIMEOUT = 5.0
 
@@ -151,8 +153,14 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"model": ErrorResponse}})
-async def readyz(engine_factory: EngineFactoryDep) -> JSONResponse:
-    """The engine answers."""
+async def readyz(request: Request, engine_factory: EngineFactoryDep) -> JSONResponse:
+    """The engine answers. Open to anyone, so it tells anyone only that: the
+    engine's version and its error come to signed-in callers alone."""
+    try:
+        await get_identity(request)
+        detailed = True
+    except PullrunError:
+        detailed = False
 
     def ping() -> dict[str, str]:
         with engine_factory() as engine:
@@ -164,13 +172,17 @@ async def readyz(engine_factory: EngineFactoryDep) -> JSONResponse:
         }
 
     try:
-        return JSONResponse(await asyncio.wait_for(asyncio.to_thread(ping), READY_TIMEOUT))
+        answer = await asyncio.wait_for(asyncio.to_thread(ping), READY_TIMEOUT)
+        return JSONResponse(answer if detailed else {"status": "ok"})
     except PullrunError as exc:
         message = exc.message
     except TimeoutError:
         message = f"the engine did not answer within {READY_TIMEOUT:g}s"
     except Exception as exc:
         message = engine_message(exc)
+    if not detailed:
+        log.warning("/readyz: the engine does not answer: %s", message)
+        message = "the engine does not answer (sign in for details)"
     return JSONResponse(
         {"error": {"code": "engine_unavailable", "message": message}}, status_code=503
     )

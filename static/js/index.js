@@ -89,6 +89,10 @@ function buildRequest() {
   const entrypoint = value("entrypoint");
   if (entrypoint) body.entrypoint = entrypoint;
   const env = keyValueLines($("f-env").value, "env", errors);
+  for (const [key, text] of Object.entries(env)) {
+    // "Run again" of another's run shows KEY=*** : its values are the creator's.
+    if (text === "***") errors.push(["env", `${key}: enter the value (another's run does not show it)`]);
+  }
   if (Object.keys(env).length) body.env = env;
   const labels = keyValueLines($("f-labels").value, "labels", errors);
   if (Object.keys(labels).length) body.labels = labels;

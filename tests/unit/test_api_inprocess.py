@@ -302,6 +302,19 @@ def test_readyz_is_503_when_the_engine_is_unreachable(
     assert client.get("/readyz").status_code == 200
 
 
+def test_readyz_tells_anyone_not_signed_in_only_whether_the_engine_answers(
+    client: TestClient, daemon: FakeDocker
+) -> None:
+    anonymous = {k: v for k, v in client.headers.items() if k.lower() != "authorization"}
+    client.headers.clear()
+    client.headers.update(anonymous)
+    assert client.get("/readyz").json() == {"status": "ok"}
+    daemon.down = True
+    error = assert_error(client.get("/readyz"), 503, "engine_unavailable")
+    assert error["message"] == "the engine does not answer (sign in for details)"
+    assert recorded_errors()["engine-unreachable"]["message"] not in error["message"]
+
+
 def test_readyz_is_503_when_the_engine_does_not_answer_in_time(
     client: TestClient, daemon: FakeDocker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
