@@ -64,4 +64,9 @@ def open_gate(api: docker.APIClient, run_id: str, name: str = "gate") -> None:
     )
     exec_id = api.exec_create(running[0]["Id"], ["touch", f"/tmp/{name}"])["Id"]
     api.exec_start(exec_id)
-    assert api.exec_inspect(exec_id)["ExitCode"] == 0
+    # The engine records the exit code a moment after the exec's stream ends.
+    ended = wait_until(
+        lambda: (info := api.exec_inspect(exec_id))["ExitCode"] is not None and info,
+        f"the exec that opens {name} in run {run_id} to end",
+    )
+    assert ended["ExitCode"] == 0, ended
