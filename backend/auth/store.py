@@ -9,7 +9,6 @@ other's short transaction instead of failing).
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -17,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..storage.sqlite import open_database
 from .roles import Role
 
-BUSY_TIMEOUT_MS = 10_000
 AUDIT_KEEP = 100_000  # rows; the oldest beyond this are dropped
 _AUDIT_PRUNE_EVERY = 1_000
 
@@ -75,19 +74,9 @@ class SessionRow:
 
 class AuthStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Created 0600 before SQLite opens it (its -wal and -shm files copy the mode).
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self.path = path
-        self._db = sqlite3.connect(
-            path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
-        )
+        self._db = open_database(path, _SCHEMA)
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:

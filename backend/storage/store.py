@@ -17,7 +17,7 @@ import orjson
 
 from ..errors import DiskFull
 from ..models import RunRecord, RunStatus
-from .space import private_dir, private_file
+from .sqlite import open_database
 
 _TERMINAL = [s.value for s in RunStatus if s.terminal]
 
@@ -48,19 +48,9 @@ def _writing() -> Iterator[None]:
 
 class RunStore:
     def __init__(self, path: Path) -> None:
-        private_dir(path.parent)
-        private_file(path)
-        for suffix in ("-wal", "-shm"):  # left looser by an older version
-            side = path.with_name(path.name + suffix)
-            if side.exists():
-                private_file(side)
         # One connection shared by the loop and worker threads, behind a lock.
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db = open_database(path, _SCHEMA)
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
