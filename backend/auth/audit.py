@@ -15,6 +15,9 @@ from .store import AuthStore
 
 log = logging.getLogger("pullrun.audit")
 
+RETENTION_ACTOR = "retention"  # the actor of runs deleted by retention (no caller)
+DETAIL_MAX = 500  # characters of a detail kept (a refusal's message can be long)
+
 
 def now_rfc3339() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -36,6 +39,8 @@ class Audit:
     ) -> None:
         """Log and store one entry. Never raises: a failed write is logged, and
         the action it describes goes on."""
+        if detail and len(detail) > DETAIL_MAX:
+            detail = detail[: DETAIL_MAX - 1] + "…"
         # %r: a name or detail from a request cannot forge a log line.
         log.info(
             "audit action=%s target=%r actor=%r client=%s outcome=%s%s",

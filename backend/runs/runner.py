@@ -9,6 +9,7 @@ import logging
 import secrets
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..engines import DockerEngine, EngineFactory
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 SHUTDOWN_REASON = "server shutting down"
 CANCEL_REASON = "canceled by request"
 _CACHED_LOGS = 128
+
+# on_expire(run_id, why): told of each run retention deleted (the audit trail).
+ExpireHook = Callable[[str, str], None]
 
 
 def new_run_id() -> str:
@@ -59,8 +63,11 @@ class Runner:
         feed: RunFeed,
         loop: asyncio.AbstractEventLoop,
         engine_factory: EngineFactory = DockerEngine,
+        *,
+        on_expire: ExpireHook | None = None,
     ) -> None:
         self.settings = settings
+        self.on_expire = on_expire
         self.store = store
         self.feed = feed
         self._loop = loop
@@ -261,12 +268,18 @@ class Runner:
             self.retention.poke()
 
     def _expire(self, run_id: str, why: str) -> bool:
-        """Retention's deleter: a finished run goes, and the server log says why."""
+        """Retention's deleter: a finished run goes, and the server log (and
+        `on_expire`, the audit trail) says why."""
         try:
             self.delete(run_id)
         except (Conflict, NotFound):
             return False
         log.info("retention deleted run %s: %s", run_id, why)
+        if self.on_expire is not None:
+            try:
+                self.on_expire(run_id, why)
+            except Exception:  # the deletion is done; a sweep goes on
+                log.exception("run %s: could not report its deletion by retention", run_id)
         return True
 
     def _save(self, record: RunRecord) -> None:

@@ -10,13 +10,21 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ..auth import Identity
+from ..auth import Identity, Role
 from ..engines import engine_message
-from ..errors import Forbidden, PullrunError
+from ..errors import Forbidden, PolicyDenied, PolicyViolation, PullrunError
 from ..models import ErrorResponse, RunCreate, RunList, RunRecord, RunStatus
 from ..runs.policy import redact
 from ..storage.logtext import log_text
-from .deps import AuditDep, EngineFactoryDep, OperatorDep, RunnerDep, ViewerDep, get_identity
+from .deps import (
+    AuditDep,
+    EngineFactoryDep,
+    OperatorDep,
+    RequestAudit,
+    RunnerDep,
+    ViewerDep,
+    get_identity,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -51,10 +59,28 @@ def create_run(
     body: RunCreate, runner: RunnerDep, response: Response, identity: OperatorDep, audit: AuditDep
 ) -> RunRecord:
     """Accept a run at once; follow it on its `events` link."""
-    record = runner.submit(body, created_by=identity.name)
+    try:
+        record = runner.submit(body, created_by=identity.name)
+    except (PolicyDenied, PolicyViolation) as exc:
+        audit("run.start", outcome="denied", detail=f"{body.image}: {exc.message}")
+        raise
     audit("run.start", record.id, detail=record.spec.image)
     response.headers["Location"] = record.links.self
     return record
+
+
+async def audit_refused_start(request: Request, message: str) -> None:
+    """A run start refused by validation (the 422 handler's: the body never
+    reached `create_run`): an audit entry `run.start` `denied`, when the caller
+    is one who may start runs (an anonymous or viewer caller is not audited)."""
+    if request.method != "POST" or request.url.path != "/api/runs":
+        return
+    try:
+        identity = await get_identity(request)
+    except PullrunError:
+        return
+    if identity.allows(Role.OPERATOR):
+        RequestAudit(request)("run.start", outcome="denied", detail=message)
 
 
 @router.get("/api/runs", response_model=RunList)

@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from sse_starlette.sse import AppStatus
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..auth.audit import RETENTION_ACTOR
 from ..auth.mode import refuse_auth_off
 from ..auth.service import AuthService
 from ..auth.store import AuthStore
@@ -81,12 +82,26 @@ def install_error_handlers(app: FastAPI) -> None:
             rule = _text(err.get("msg", "invalid")).removeprefix("Value error, ")
             fields.append({"field": _field_name(tuple(err.get("loc", ()))), "message": rule})
         message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        await api.audit_refused_start(request, message)
         return _error_response(request, 422, "invalid_request", message, fields=fields)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _error_response(request, exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # Starlette's ServerErrorMiddleware calls this for an exception no other
+        # handler took, then re-raises it: the server logs the traceback; the
+        # client gets the one error shape and no trace (SecuredApp adds the headers).
+        message = "internal error: see the server log"
+        try:
+            return _error_response(request, 500, "internal_error", message)
+        except Exception:  # the error page itself failed: plain JSON
+            return JSONResponse(
+                {"error": {"code": "internal_error", "message": message}}, status_code=500
+            )
 
 
 def create_app(
@@ -120,7 +135,11 @@ def create_app(
         loop = asyncio.get_running_loop()
         store = RunStore(settings.db_path)
         feed = RunFeed(boot=secrets.token_hex(4))
-        runner = Runner(settings, store, feed, loop, engine_factory)
+
+        def audit_expired(run_id: str, why: str) -> None:
+            auth.audit.record(RETENTION_ACTOR, "run.delete", run_id, detail=why)
+
+        runner = Runner(settings, store, feed, loop, engine_factory, on_expire=audit_expired)
         recovered = runner.recover()
         if recovered:
             log.warning("marked %d interrupted run(s) as error: %s", len(recovered), recovered)
@@ -140,7 +159,8 @@ def create_app(
     # We end run streams ourselves (each ends after its `done`), so sse-starlette
     # must not cut them at the first signal: see web/server.py, Server.handle_exit.
     AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
-    app = FastAPI(
+    # SecuredApp: the security headers on every answer, a 500 included.
+    app = security.SecuredApp(
         title="pullrun",
         summary="Pull and run containers; live pull progress and logs over SSE.",
         version="0.1.0",

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from ..auth import Role
 from ..errors import NotFound
 from ..models import PIPELINE_PHASES, REDACTED, Phase, RunRecord, RunSpec, RunStatus
 from ..runs.policy import redact
@@ -191,6 +192,8 @@ def index(request: Request, runner: RunnerDep, identity: ViewerDep) -> HTMLRespo
             "form": form,
             "source": source,
             "copy_error": copy_error,
+            # What the identity may do decides what the page shows (the API checks it again).
+            "can_start": identity.allows(Role.OPERATOR),
         },
     )
 
@@ -275,5 +278,7 @@ def run_page(request: Request, run_id: str, runner: RunnerDep, identity: ViewerD
             "view": view,
             "tail_lines": TAIL_LINES,
             "layer_labels": LAYER_LABELS,
+            "can_start": identity.allows(Role.OPERATOR),
+            "can_cancel": identity.can_manage(run.created_by),
         },
     )

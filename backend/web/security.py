@@ -2,10 +2,15 @@
 
 Pure ASGI, not Starlette's BaseHTTPMiddleware: answers, the SSE streams above
 all, pass through message by message as the app sends them, never buffered.
-From the outside in (`install` adds them in this order):
+From the outside in:
 
 - `SecurityHeaders`: a Content-Security-Policy (no inline script, no framing)
   and the other browser headers on every answer, the refusals below included.
+  `SecuredApp` puts it outside even Starlette's ServerErrorMiddleware (which
+  `add_middleware` cannot wrap), so a 500 carries the headers too.
+
+`install` adds the three below, in this order:
+
 - `HostCheck`: a `Host` that is not one of the server's names gets 400 before
   any route runs (DNS rebinding: a page whose name was re-pointed at this
   server must not become same-origin with it).
@@ -370,11 +375,20 @@ def with_security_headers(headers: list[Any]) -> list[Any]:
     return headers
 
 
+class SecuredApp(FastAPI):
+    """FastAPI with `SecurityHeaders` around its whole middleware stack: outside
+    ServerErrorMiddleware, whose 500 (from an exception no handler took) would
+    otherwise go out without them. Pure ASGI as well: nothing is buffered."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack())
+
+
 def install(app: FastAPI, settings: Settings) -> None:
-    """Add the middleware; the last added runs first (Starlette's order)."""
+    """Add the middleware; the last added runs first (Starlette's order).
+    `SecurityHeaders` is not among them: `SecuredApp` wraps it around everything."""
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(CrossOriginCheck, allowed_origins=settings.allowed_origins)
     app.add_middleware(
         HostCheck, policy=HostPolicy(settings.allowed_hosts, listen_host=settings.host)
     )
-    app.add_middleware(SecurityHeaders)

@@ -118,7 +118,8 @@ function buildRequest() {
   return { body, errors };
 }
 
-form.addEventListener("submit", async (event) => {
+// Absent for a viewer, who may not start runs (the server leaves it out).
+form?.addEventListener("submit", async (event) => {
   event.preventDefault();
   clearErrors();
   const { body, errors } = buildRequest();

@@ -90,7 +90,9 @@ function renderHeader() {
   conn.dataset.state = state.conn;
   setText(conn.querySelector(".conn-text"), state.conn);
 
-  $("cancel-run").hidden = !isActive(status);
+  // Absent when the signed-in identity may not cancel this run (the server decides).
+  const cancel = $("cancel-run");
+  if (cancel) cancel.hidden = !isActive(status);
   const done = state.done;
   if (done) {
     setText($("exit-code"), done.exit_code === null || done.exit_code === undefined ? "–" : String(done.exit_code));
@@ -207,7 +209,7 @@ function stopTicking() {
 
 // -- controls ---------------------------------------------------------------------------
 
-$("cancel-run").addEventListener("click", async (event) => {
+$("cancel-run")?.addEventListener("click", async (event) => {
   const button = event.currentTarget;
   button.disabled = true;
   button.textContent = "Canceling…";

@@ -13,6 +13,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -381,6 +382,125 @@ def test_the_audit_trail_is_in_the_log_and_paged_for_admins(
     assert f"audit action=run.start target='{run['id']}' actor='ann'" in log
     assert "audit action=signin target=None actor='ann'" in log
     assert PASSWORD not in log
+
+
+def test_refused_starts_and_deletions_by_retention_are_in_the_audit_trail(
+    server_factory: ServerFactory, image: str
+) -> None:
+    # Only pullrun/* images; finished runs go after 1.7 s (swept every second).
+    server = server_factory(
+        allowed_images="docker.io/pullrun/*", retention_days=0.00002, log_level="info"
+    )
+    server.create_user("ann", "operator", PASSWORD)
+    with session_client(server, username="ann", password=PASSWORD) as (browser, csrf):
+        headers = {"X-CSRF-Token": csrf}
+        refused = browser.post(
+            "/api/runs", json={"image": "evil.example/miner", "command": ["x"]}, headers=headers
+        )
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "policy_denied"
+        too_big = {"image": image, "command": ["true"], "memory": "64g"}
+        assert browser.post("/api/runs", json=too_big, headers=headers).status_code == 422
+        no_image = browser.post("/api/runs", json={"command": ["true"]}, headers=headers)
+        assert no_image.status_code == 422
+        browser.headers["X-CSRF-Token"] = csrf
+        run = start(browser, image=image, command=["true"])  # it goes once it has ended
+    with server.client() as admin:
+
+        def deleted_by_retention() -> list[dict[str, object]]:
+            page = admin.get("/api/audit", params={"action": "run.delete"}).json()
+            return [e for e in page["entries"] if e["target"] == run["id"]]
+
+        [deletion] = wait_until(deleted_by_retention, f"run {run['id']} to go by retention")
+        assert (deletion["actor"], deletion["outcome"]) == ("retention", "ok")
+        assert "PULLRUN_RETENTION_DAYS" in str(deletion["detail"])
+        assert admin.get(f"/api/runs/{run['id']}").status_code == 404
+
+        starts = admin.get("/api/audit", params={"action": "run.start"}).json()["entries"]
+        seen = [(e["actor"], e["target"], e["outcome"]) for e in reversed(starts)]
+        assert seen == [("ann", None, "denied")] * 3 + [("ann", run["id"], "ok")], seen
+        details = [str(e["detail"]) for e in reversed(starts)]
+        assert details[0].startswith("evil.example/miner: "), details
+        assert details[1].startswith(f"{image}: ") and "memory" in details[1], details
+        assert "image" in details[2], details
+        assert all(e["client"] == "127.0.0.1" for e in starts)
+    log = server.log()
+    assert f"audit action=run.delete target='{run['id']}' actor='retention'" in log
+    assert "audit action=run.start target=None actor='ann' client=127.0.0.1 outcome=denied" in log
+
+
+# -- session expiry --------------------------------------------------------------------------
+
+
+def signed_in_cookie(server: ServerProcess) -> str:
+    """The session cookie a sign-in with the admin token gets (sent by hand
+    from then on: the client's own jar would drop it at its Max-Age)."""
+    with server.anonymous() as browser:
+        response = browser.post("/login", data={"token": server.token or "", "next": "/"})
+        assert response.status_code == 303, response.text
+        return str(browser.cookies["pullrun_session"])
+
+
+def with_cookie(server: ServerProcess, cookie: str, path: str = "/api/me") -> httpx.Response:
+    with server.anonymous() as client:
+        return client.get(path, headers={"Cookie": f"pullrun_session={cookie}"})
+
+
+def wait_past(moment: float, what: str) -> None:
+    """Wait for the monotonic clock to pass `moment` (a state: time gone by)."""
+    wait_until(lambda: time.monotonic() > moment, what)
+
+
+def test_a_session_left_unused_past_the_idle_timeout_ends(
+    server_factory: ServerFactory,
+) -> None:
+    idle = 5.0  # a request at least every 1.25 s keeps it alive, even on a busy machine
+    server = server_factory(session_idle_timeout=idle, session_max_age=3600)
+    signed = time.monotonic()
+    cookie = signed_in_cookie(server)
+    # Used more often than the idle timeout, it lasts well past it.
+    used = [with_cookie(server, cookie).status_code]
+    while time.monotonic() < signed + 2 * idle:
+        wait_past(time.monotonic() + idle / 4, "a quarter of the idle timeout")
+        used.append(with_cookie(server, cookie).status_code)
+    assert set(used) == {200}, used
+    assert with_cookie(server, cookie).json()["via"] == "session"
+
+    # Then left alone (the server is asked only anonymous questions meanwhile)
+    # until the idle timeout has passed: one request finds it ended.
+    last_use = time.monotonic()
+    with server.anonymous() as anonymous:
+        wait_until(
+            lambda: (
+                anonymous.get("/healthz").status_code == 200
+                and time.monotonic() > last_use + idle + 1.0
+            ),
+            "the idle timeout to pass",
+            interval=0.2,
+        )
+    ended = with_cookie(server, cookie)
+    assert ended.status_code == 401, ended.text
+    page = with_cookie(server, cookie, "/")
+    assert page.status_code == 303 and page.headers["location"].startswith("/login"), page
+
+
+def test_a_session_ends_at_its_max_age_even_while_it_is_used(
+    server_factory: ServerFactory,
+) -> None:
+    max_age = 3.0
+    server = server_factory(session_idle_timeout=3600, session_max_age=max_age)
+    signed = time.monotonic()
+    cookie = signed_in_cookie(server)
+    statuses: list[int] = []
+
+    def ended() -> bool:
+        statuses.append(with_cookie(server, cookie).status_code)
+        return statuses[-1] == 401
+
+    wait_until(ended, "the session to reach its max age", interval=0.1)
+    assert time.monotonic() - signed >= max_age  # not before (a lower bound only)
+    assert len(statuses) > 5 and set(statuses[:-1]) == {200}, statuses
+    page = with_cookie(server, cookie, "/")
+    assert page.status_code == 303 and page.headers["location"].startswith("/login"), page
 
 
 # -- HTTPS -----------------------------------------------------------------------------------

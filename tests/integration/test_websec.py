@@ -141,6 +141,30 @@ def test_a_cross_origin_post_or_delete_is_403(
     assert client.get(finished["links"]["self"]).status_code == 200
 
 
+def test_a_cross_origin_sign_in_is_403_and_makes_no_session(
+    server: ServerProcess, client: httpx.Client
+) -> None:
+    def sign_ins() -> int:
+        page = client.get("/api/audit", params={"action": "signin", "limit": 500}).json()
+        return len(page["entries"])
+
+    before = sign_ins()
+    form = {"token": server.token or "", "next": "/"}
+    for headers in ({"Origin": EVIL}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"}):
+        with server.anonymous() as browser:
+            refused = browser.post("/login", data=form, headers=headers)
+            assert error_code(refused, 403) == "cross_origin", headers
+            assert "set-cookie" not in refused.headers
+            assert "pullrun_session" not in browser.cookies
+            assert browser.get("/api/me").status_code == 401
+    assert sign_ins() == before  # refused before the form was read: no sign-in at all
+    # The same form from the server's own origin signs in: the token was good.
+    with server.anonymous() as browser:
+        own = browser.post("/login", data=form, headers={"Origin": server.base_url})
+        assert own.status_code == 303, own.text
+        assert browser.get("/api/me").json()["via"] == "session"
+
+
 def test_same_origin_and_tools_without_origin_pass(
     server: ServerProcess, client: httpx.Client, image: str
 ) -> None:

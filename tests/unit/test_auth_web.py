@@ -305,6 +305,57 @@ def test_the_audit_trail_records_runs_and_sign_ins_for_admins_only(
     assert {e["action"] for e in only["entries"]} == {"run.start"}
 
 
+def test_run_starts_refused_by_policy_or_validation_are_audited_as_denied(
+    clients: Clients, users: dict[str, str], settings: Settings
+) -> None:
+    settings.allowed_images = ["127.0.0.1:5000/*"]  # not BASE
+    operator = clients()
+    headers = bearer(users["operator"])
+    refused = operator.post("/api/runs", json=body(), headers=headers)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "policy_denied"
+    too_big = body(image="127.0.0.1:5000/x", memory=str(64 * 1024**3))
+    assert operator.post("/api/runs", json=too_big, headers=headers).status_code == 422
+    invalid = operator.post("/api/runs", json={"command": ["true"]}, headers=headers)
+    assert invalid.status_code == 422
+    malformed = operator.post(
+        "/api/runs", content=b"{", headers={**headers, "Content-Type": "application/json"}
+    )
+    assert malformed.status_code == 422
+    # Neither a viewer's refused start nor an anonymous caller's bad body is a run.start.
+    assert (
+        operator.post("/api/runs", json=body(), headers=bearer(users["viewer"])).status_code == 403
+    )
+    assert clients().post("/api/runs", json={}).status_code in (401, 422)
+
+    page = operator.get("/api/audit?action=run.start", headers=bearer(users["admin"])).json()
+    entries = [(e["actor"], e["target"], e["outcome"], e["detail"]) for e in page["entries"]]
+    assert len(entries) == 4, entries
+    assert all(e[:3] == ("operator-token", None, "denied") for e in entries), entries
+    details = [e[3] for e in reversed(entries)]
+    assert details[0].startswith(f"{BASE}: ") and "not allowed" in details[0], details
+    assert details[1].startswith("127.0.0.1:5000/x: ") and "memory" in details[1], details
+    assert "image" in details[2], details
+    assert details[3], details
+
+
+def test_runs_deleted_by_retention_are_in_the_audit_trail(
+    clients: Clients, users: dict[str, str]
+) -> None:
+    client = clients()
+    headers = bearer(users["operator"])
+    run_id = client.post("/api/runs", json=body(), headers=headers).json()["id"]
+    wait_finished(client, run_id, headers)
+    runner = client.app.state.runner  # type: ignore[attr-defined]
+    runner.settings.max_disk_bytes = 1  # nothing fits: every finished run goes
+    runner.retention.sweep()  # (or the one that followed the run's end, if it comes first)
+    assert client.get(f"/api/runs/{run_id}", headers=headers).status_code == 404
+    page = client.get("/api/audit?action=run.delete", headers=bearer(users["admin"])).json()
+    [entry] = page["entries"]
+    assert (entry["actor"], entry["target"], entry["outcome"]) == ("retention", run_id, "ok")
+    assert "PULLRUN_MAX_DISK_BYTES" in entry["detail"]
+    assert entry["client"] is None
+
+
 def test_api_me_says_who_is_calling(clients: Clients, users: dict[str, str]) -> None:
     me = clients().get("/api/me", headers=bearer(users["viewer"])).json()
     assert me == {"name": "viewer-token", "role": "viewer", "via": "token"}

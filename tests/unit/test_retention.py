@@ -163,6 +163,28 @@ def test_an_active_run_is_never_deleted_to_make_room(
     wait_until(lambda: gone(runner, active.id), "the run to go once it has ended")
 
 
+def test_each_deletion_by_retention_is_reported_to_on_expire_with_why(
+    make_runner: MakeRunner, daemon: FakeDocker
+) -> None:
+    runner = make_runner(max_disk_bytes=0)
+    first, second = (finished_run(runner, command=printing(daemon, 20_000)) for _ in range(2))
+    kept = finished_run(runner)
+    runner.delete(kept.id)  # a deletion by request: the API audits it, not the hook
+    reported: list[tuple[str, str]] = []
+
+    def on_expire(run_id: str, why: str) -> None:
+        reported.append((run_id, why))
+        raise RuntimeError("the audit store is gone")  # must not stop the sweep
+
+    runner.on_expire = on_expire
+    runner.settings.max_disk_bytes = 1  # nothing fits
+    runner.retention.sweep()
+    assert gone(runner, first.id) and gone(runner, second.id)
+    assert [run_id for run_id, _ in reported] == [first.id, second.id]
+    assert all("PULLRUN_MAX_DISK_BYTES" in why for _, why in reported)
+    assert runner.retention.sweep() == [] and len(reported) == 2  # gone: not reported again
+
+
 def test_a_sweep_follows_the_end_of_each_run(make_runner: MakeRunner, daemon: FakeDocker) -> None:
     runner = make_runner(max_disk_bytes=0)
     big = printing(daemon, 400_000)  # far more than the database grows per run

@@ -345,6 +345,44 @@ def test_every_answer_gets_the_other_headers(client: TestClient) -> None:
         assert response.headers["cross-origin-resource-policy"] == "same-origin"
 
 
+def test_an_unhandled_exception_is_a_json_500_with_the_headers(
+    settings: Settings, daemon: FakeDocker
+) -> None:
+    # Starlette's ServerErrorMiddleware answers it, outside every add_middleware:
+    # the headers must still be there, and no stack trace in the body.
+    app = create_app(settings.model_copy(update={"auth": "off"}), engine_factory=daemon)
+
+    @app.get("/api/test-boom")
+    @app.get("/test-boom")
+    def boom() -> None:
+        raise RuntimeError("secret detail /srv/pullrun/boom.py")
+
+    try:
+        with TestClient(app, base_url=URL, raise_server_exceptions=False) as c:
+            for path in ("/api/test-boom", "/test-boom"):
+                response = c.get(path)
+                assert response.status_code == 500, path
+                assert response.json() == {
+                    "error": {
+                        "code": "internal_error",
+                        "message": "internal error: see the server log",
+                    }
+                }
+                assert response.headers["content-type"].startswith("application/json")
+                assert response.headers["content-security-policy"].startswith("default-src 'none'")
+                assert response.headers["x-content-type-options"] == "nosniff"
+                assert response.headers["x-frame-options"] == "DENY"
+                assert response.headers["cross-origin-resource-policy"] == "same-origin"
+            page = c.get("/test-boom", headers={"accept": "text/html"})
+            assert page.status_code == 500
+            assert page.headers["content-security-policy"] == PAGE_CSP
+            assert page.headers["x-content-type-options"] == "nosniff"
+            for response in (page, c.get("/api/test-boom")):
+                assert "Traceback" not in response.text and "secret detail" not in response.text
+    finally:
+        daemon.close()
+
+
 def test_the_pages_have_no_inline_script_or_handler() -> None:
     """Only `<script type="application/json">` data blocks and `<script src>`."""
     for template in sorted((ROOT / "templates").glob("*.html")):
