@@ -113,6 +113,14 @@ def _accounts(args: argparse.Namespace) -> Accounts:
     return Accounts(AuthStore(_settings(data_dir=_data_dir(args)).auth_db_path))
 
 
+def _print_rows(rows: list[dict[str, Any]], columns: list[str], *, as_json: bool) -> None:
+    """A listing on stdout: JSON for tools, else a table for people."""
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _table(rows, columns, sys.stdout)
+
+
 def _table(rows: list[dict[str, Any]], columns: list[str], out: TextIO) -> None:
     cells = [[("" if row.get(c) is None else str(row[c])) for c in columns] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
@@ -138,10 +146,7 @@ def token_command(args: argparse.Namespace) -> int:
             print(token, flush=True)
         elif args.action == "list":
             rows = accounts.tokens()
-            if args.json:
-                print(json.dumps(rows, indent=2))
-            else:
-                _table(rows, ["name", "role", "created_at", "last_used_at"], sys.stdout)
+            _print_rows(rows, ["name", "role", "created_at", "last_used_at"], as_json=args.json)
         elif args.action == "revoke":
             if not accounts.revoke_token(args.name):
                 return _fail(f"no token named {args.name!r}")
@@ -160,10 +165,7 @@ def user_command(args: argparse.Namespace) -> int:
             print(f"added the user {args.name!r} ({args.role})", file=sys.stderr)
         elif args.action == "list":
             rows = accounts.users()
-            if args.json:
-                print(json.dumps(rows, indent=2))
-            else:
-                _table(rows, ["name", "role", "created_at"], sys.stdout)
+            _print_rows(rows, ["name", "role", "created_at"], as_json=args.json)
         elif args.action == "remove":
             if not accounts.remove_user(args.name):
                 return _fail(f"no user named {args.name!r}")

@@ -163,14 +163,16 @@ class Settings(BaseSettings):
         128, ge=1, description="Event streams one identity (user or token) may have open at once."
     )
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator(
+        "trusted_proxies",
+        "allowed_images",
+        "denied_labels",
+        "allowed_hosts",
+        "allowed_origins",
+        mode="before",
+    )
     @classmethod
-    def _split_proxies(cls, value: Any) -> Any:
-        return split_list(value)
-
-    @field_validator("allowed_images", "denied_labels", mode="before")
-    @classmethod
-    def _split_patterns(cls, value: Any) -> Any:
+    def _split_lists(cls, value: Any) -> Any:
         return split_list(value)
 
     @field_validator("default_memory", "max_memory", "default_cpus", "max_cpus", mode="before")
@@ -209,11 +211,6 @@ class Settings(BaseSettings):
         if self.lend_server_credentials is not None:
             return self.lend_server_credentials
         return self.auth == "off"
-
-    @field_validator("allowed_hosts", "allowed_origins", mode="before")
-    @classmethod
-    def _split_web_lists(cls, value: Any) -> Any:
-        return split_list(value)
 
     @property
     def db_path(self) -> Path:
