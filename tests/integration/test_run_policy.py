@@ -86,6 +86,7 @@ def test_a_refused_image_is_403_before_any_pull(
     [
         ({"memory": "17g"}, "memory", "PULLRUN_MAX_MEMORY"),
         ({"pids_limit": 100000}, "pids_limit", "PULLRUN_MAX_PIDS_LIMIT"),
+        ({"cpus": 33}, "cpus", "at most 32 (PULLRUN_MAX_CPUS)"),
         ({"timeout": 30 * 24 * 3600}, "timeout", "PULLRUN_MAX_TIMEOUT"),
         ({"workdir": "/proc"}, "workdir", "/proc"),
         ({"workdir": "/./proc"}, "workdir", "/proc"),
@@ -122,10 +123,12 @@ def test_limits_and_no_new_privileges_as_the_engine_sees_them(
     try:
         assert run["status"] == "succeeded", (run["error"], log_lines(events))
         assert run["spec"]["pids_limit"] == 1024 and run["spec"]["memory"] == 1024**3
+        assert run["spec"]["cpus"] == 1.0
         host = docker_api.inspect_container(run["container_id"])["HostConfig"]
         assert host["PidsLimit"] == 1024
         assert host["SecurityOpt"] == ["no-new-privileges"]
         assert host["Memory"] == 1024**3
+        assert host["NanoCpus"] == 10**9
         lines = log_lines(events)
         assert lines[0].split() == ["NoNewPrivs:", "1"]
         assert lines[1] == "1024"
@@ -151,6 +154,36 @@ def test_limits_and_no_new_privileges_as_the_engine_sees_them(
         assert log_lines(events)[1] == "64"
     finally:
         client.delete(asked["links"]["self"])
+
+
+def test_more_cpus_than_the_host_has_are_refused_saying_how_many_it_has(
+    client: httpx.Client, image: str, docker_api: docker.APIClient
+) -> None:
+    """Within PULLRUN_MAX_CPUS (32) but above what the engine's host has: a
+    422 naming `cpus` when the server knows the engine's CPU count, else the
+    engine refuses the container and the run ends with its words (phase
+    create). Either way the answer names the count, and no container is left."""
+    host_cpus = int(docker_api.info()["NCPU"])
+    if host_cpus + 1 > 32:
+        pytest.skip(f"this host has {host_cpus} CPUs: asking more is past PULLRUN_MAX_CPUS")
+    body = {"image": image, "command": ["true"], "cpus": host_cpus + 1}
+    response = client.post("/api/runs", json=body)
+    if response.status_code == 422:
+        error = error_of(response, 422, "invalid_request")
+        assert [f["field"] for f in error["fields"]] == ["cpus"]
+        message = error["message"]
+    else:
+        assert response.status_code == 201, response.text
+        run_id = response.json()["id"]
+        events = collect(client, f"/api/runs/{run_id}/events")
+        run = client.get(f"/api/runs/{run_id}").json()
+        assert run["status"] == "error" and run["spec"]["cpus"] == host_cpus + 1
+        assert run["error"]["phase"] == "create"
+        assert events[-1].type == "done" and events[-1].data["error"] == run["error"]
+        assert containers_of(docker_api, run_id) == []
+        message = run["error"]["message"]
+    # 20.10: "Range of CPUs is from 0.01 to 2.00, as there are only 2 CPUs available"
+    assert "CPU" in message and str(host_cpus) in message, message
 
 
 def test_no_new_privileges_can_be_turned_off(

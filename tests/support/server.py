@@ -37,6 +37,12 @@ class ServerProcess:
     `server.client()` sends it; `server.cli(...)` runs other `pullrun`
     commands against the same data dir. A tree without `backend/auth` (an
     older commit, for the benchmarks) needs and gets no token.
+
+    `script=True` starts it with the installed console script next to the
+    interpreter (`.venv/bin/pullrun serve`, as `make run` does) instead of
+    `python -m backend.cli serve`. Its output (stdout and stderr) goes to
+    `log_path`, by default a file in the data dir; given elsewhere, the data
+    dir is left for the server to create.
     """
 
     def __init__(
@@ -46,16 +52,19 @@ class ServerProcess:
         root: Path | None = None,
         token: bool = True,
         log_level: str = "warning",
+        script: bool = False,
+        log_path: Path | None = None,
         **settings: Any,
     ) -> None:
         self.data_dir = data_dir
+        self.script = script
         self.root = root or ROOT
         self.extra_env = env or {}
         self.settings = settings
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = data_dir / f"server-{self.port}.log"
+        self.log_path = log_path or data_dir / f"server-{self.port}.log"
         self.wants_token = token
         self.log_level = log_level
         self.token: str | None = None
@@ -104,12 +113,17 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         env = self.env()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         if self.wants_token and self.token is None and self.has_auth:
             self.token = self.create_token("admin", f"tests-{self.port}-{secrets.token_hex(3)}")
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        program = (
+            [str(Path(sys.executable).parent / "pullrun")]
+            if self.script
+            else [sys.executable, "-m", "backend.cli"]
+        )
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "backend.cli", "serve", "--log-level", self.log_level],
+            [*program, "serve", "--log-level", self.log_level],
             cwd=self.root,
             env=env,
             stdout=log,

@@ -216,12 +216,13 @@ def test_defaults_are_filled_in_and_reach_the_engine(app: App) -> None:
     spec = response.json()["spec"]
     assert spec["memory"] == 1024**3
     assert spec["pids_limit"] == 1024
-    assert spec["cpus"] is None
+    assert spec["cpus"] == 1.0
     assert spec["timeout"] is None  # PULLRUN_DEFAULT_TIMEOUT applies, as before
     final = app.finished(response.json()["id"])
     assert final["status"] == "succeeded"
     (create,) = app.daemon.calls_of("create")
     assert create.args[1].pids_limit == 1024 and create.args[1].memory == 1024**3
+    assert create.args[1].cpus == 1.0
     assert create.kwargs["no_new_privileges"] is True
 
 
@@ -246,6 +247,7 @@ def test_asked_limits_within_the_maximums_are_kept(app: App) -> None:
     [
         ({"memory": "17g"}, "memory", "at most 16g (PULLRUN_MAX_MEMORY)"),
         ({"pids_limit": 32769}, "pids_limit", "at most 32768 (PULLRUN_MAX_PIDS_LIMIT)"),
+        ({"cpus": 32.5}, "cpus", "at most 32 (PULLRUN_MAX_CPUS)"),
         ({"timeout": 7 * 24 * 3600 + 1}, "timeout", "(PULLRUN_MAX_TIMEOUT)"),
     ],
 )
@@ -279,7 +281,8 @@ def test_every_problem_is_named_at_once(app: App) -> None:
         {"default_memory": "2g", "max_memory": "1g"},
         {"default_pids_limit": 100, "max_pids_limit": 10},
         {"default_timeout": 100, "max_timeout": 10},
-        {"max_cpus": 2},  # a maximum without a default: runs asking nothing would escape it
+        {"default_cpus": "none"},  # with a maximum (32): runs asking nothing would escape it
+        {"default_cpus": 4, "max_cpus": 2},
         {"default_memory": "none"},
     ],
 )
@@ -295,10 +298,13 @@ def test_inconsistent_limit_settings_are_refused(
 def test_limit_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PULLRUN_DEFAULT_MEMORY", "256m")
     monkeypatch.setenv("PULLRUN_MAX_MEMORY", "none")
+    monkeypatch.setenv("PULLRUN_DEFAULT_CPUS", "none")
+    monkeypatch.setenv("PULLRUN_MAX_CPUS", "none")
     monkeypatch.setenv("PULLRUN_ALLOWED_IMAGES", "127.0.0.1:5000/*, docker.io/library/*")
     monkeypatch.setenv("PULLRUN_DENIED_LABELS", '["x.*"]')
     settings = Settings()
     assert settings.default_memory == 256 * 1024**2 and settings.max_memory is None
+    assert settings.default_cpus is None and settings.max_cpus is None
     assert settings.allowed_images == ["127.0.0.1:5000/*", "docker.io/library/*"]
     assert settings.denied_labels == ["x.*"]
 
