@@ -4,6 +4,7 @@
 #
 #   make install     Debian packages (chromium, ...) and .venv with pip install -e '.[dev]'
 #   make provision   Docker engine + registries on 127.0.0.1:5000-5002 + test images
+#   make engines     provision, plus engines 2 (unix) and 3 (tcp+TLS) for the placement tests and bench
 #   make run         provision, then `pullrun serve` (RUN_ARGS='--port 9000', or PULLRUN_* env)
 #   make lint        ruff (check and format) + mypy
 #   make test        install, provision, lint, the JS tests, then pytest (PYTEST_ARGS='-k pull -x')
@@ -12,7 +13,7 @@
 #   make test-js     the pages' scripts (static/js) under Node's test runner: node --test tests/js/
 #   make js-fixtures rebuild tests/js/fixtures from the server's code (a unit test says when)
 #   make bench       install, provision, then the benchmarks against the docker CLI (BENCH_ARGS='1 3 --quick')
-#   make stop        stop the registries/dockerd that the scripts started
+#   make stop        stop the registries/dockerds that the scripts started
 #   make clean       caches and test output;  make distclean  also .venv
 
 SHELL := /bin/bash
@@ -24,7 +25,7 @@ PYTEST_ARGS ?=
 RUN_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help install provision run lint test unit coverage test-js js-fixtures bench stop clean distclean
+.PHONY: help install provision engines run lint test unit coverage test-js js-fixtures bench stop clean distclean
 
 help:
 	@sed -n 's/^#   make/  make/p' Makefile
@@ -37,6 +38,9 @@ provision:
 	scripts/registry.sh
 	scripts/images.sh
 
+engines: provision
+	scripts/engines.sh
+
 run: install provision
 	@echo "sample image: 127.0.0.1:5000/pullrun/busybox:latest"
 	$(VENV)/bin/pullrun serve $(RUN_ARGS)
@@ -46,7 +50,7 @@ lint: install
 	$(VENV)/bin/ruff format --check backend tests bench
 	$(VENV)/bin/mypy
 
-test: install provision lint test-js
+test: install engines lint test-js
 	source scripts/test-env.sh && $(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 unit: install
@@ -61,11 +65,12 @@ test-js: install
 js-fixtures: install
 	$(VENV)/bin/python -m tests.js.make_fixtures
 
-bench: install provision
+bench: install engines
 	source scripts/test-env.sh && $(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 stop:
 	scripts/registry.sh stop
+	scripts/engines.sh stop
 	scripts/engine.sh stop
 
 clean:

@@ -224,12 +224,13 @@ def serve_command(args: argparse.Namespace) -> int:
         first_start(settings, "https" if args.ssl_certfile else "http")
     import uvicorn  # the server's stack: not loaded by the token and user commands
 
+    from .engines import EnginesFileError
     from .web.app import create_app
     from .web.server import Server
 
     try:
         app = create_app(settings)
-    except RuntimeError as exc:  # a setting the app refuses: say which, start nothing
+    except (RuntimeError, EnginesFileError) as exc:  # a setting refused: start nothing
         return _fail(str(exc), 2)
     config = uvicorn.Config(
         app,

@@ -22,6 +22,7 @@ class EventType(StrEnum):
     # Only on the global stream (GET /api/events).
     RUN = "run"
     DELETED = "deleted"
+    ENGINE = "engine"
     RESET = "reset"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -20,6 +20,7 @@ from .reference import validate_reference
 
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLATFORM = re.compile(r"[a-z0-9_]+(/[a-z0-9_]+(/[a-z0-9_.]+)?)?")
+_ENGINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _MEMORY = re.compile(r"(\d+)\s*([bkmg]?)b?", re.IGNORECASE | re.ASCII)
 _MEMORY_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 MIN_MEMORY = 6 * 1024 * 1024  # the engine's own minimum
@@ -184,6 +185,13 @@ class RunSpec(BaseModel):
     )
     auto_remove: bool = True
     labels: dict[str, str] = Field(default_factory=dict)
+    engine: str | None = Field(
+        None, description="The engine to run on, by name (`GET /api/engines`); none: any."
+    )
+    engine_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Run only on an engine that has all of these labels (engines file).",
+    )
 
     @field_validator("image")
     @classmethod
@@ -341,10 +349,17 @@ class RunCreate(RunSpec):
         _check_map(value, "variables", MAX_ENV, MAX_KEY_LENGTH, MAX_ENV_VALUE_LENGTH)
         return value
 
-    @field_validator("labels")
+    @field_validator("labels", "engine_labels")
     @classmethod
     def _label_limits(cls, value: dict[str, str]) -> dict[str, str]:
         _check_map(value, "labels", MAX_LABELS, MAX_KEY_LENGTH, MAX_LABEL_VALUE_LENGTH)
+        return value
+
+    @field_validator("engine")
+    @classmethod
+    def _engine_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENGINE_NAME.fullmatch(value):
+            raise ValueError("must be an engine's name: 1-63 letters, digits, '.', '_' or '-'")
         return value
 
     @field_validator("command", "entrypoint")
@@ -395,6 +410,7 @@ class RunRecord(BaseModel):
     status: RunStatus
     spec: RunSpec
     image_digest: str | None = None
+    engine: str | None = Field(None, description="The engine the run was placed on.")
     container_id: str | None = None
     created_at: str
     created_by: str | None = Field(
@@ -413,6 +429,31 @@ class RunRecord(BaseModel):
     dropped_bytes: int = 0
     last_event_id: int = 0
     links: RunLinks
+
+
+class EngineView(BaseModel):
+    """One engine, as `GET /api/engines` and `engine` events show it (no secrets)."""
+
+    name: str
+    kind: str = Field(description="`docker`")
+    host: str = Field(description="Where it is, without credentials.")
+    labels: dict[str, str]
+    state: Literal["up", "down", "unknown"]
+    version: str | None = Field(None, description="The engine's version")
+    api_version: str | None = None
+    os: str | None = None
+    arch: str | None = None
+    cpus: int | None = None
+    memory: int | None = Field(None, description="Bytes")
+    max_concurrent_runs: int
+    active_runs: int
+    queued_runs: int = Field(description="Runs waiting that this engine could take")
+    last_error: str | None = Field(None, description="Why it is down")
+    checked_at: str | None = Field(None, description="Its last health check")
+
+
+class EngineList(BaseModel):
+    engines: list[EngineView]
 
 
 class RunList(BaseModel):

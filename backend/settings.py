@@ -33,7 +33,21 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path(".pullrun-data"), description="Where the run database and event logs live."
     )
-    max_concurrent_runs: int = Field(4, ge=1, description="Runs executing at once.")
+    max_concurrent_runs: int = Field(
+        4, ge=1, description="Runs executing at once per engine (engines file: its default)."
+    )
+    engines_file: Path | None = Field(
+        None, description="A TOML file naming the engines; none: one engine from DOCKER_HOST."
+    )
+    placement_timeout: float = Field(
+        600,
+        gt=0,
+        description="Seconds a run may wait for one of its engines to come up before it ends "
+        "with error (phase queue).",
+    )
+    engine_check_interval: float = Field(
+        5, gt=0, le=3600, description="Seconds between health checks of an engine that is up."
+    )
     max_queued_runs: int = Field(
         100, ge=0, description="Runs waiting for a slot; past this, POST /api/runs answers 429."
     )
@@ -133,12 +147,13 @@ class Settings(BaseSettings):
         16 * 1024**3, ge=6 * 1024**2, description="Largest memory limit a run may ask; none: any."
     )
     default_cpus: float | None = Field(
-        None, gt=0, description="CPUs of a run that gives none; none: no limit."
+        1.0, gt=0, description="CPUs of a run that gives none; none: no limit."
     )
     max_cpus: float | None = Field(
-        None,
+        32.0,
         gt=0,
-        description="Most CPUs a run may ask; none: any (the engine refuses more than it has).",
+        description="Most CPUs a run may ask; none: any (the engine also refuses more than the "
+        "host has).",
     )
     default_pids_limit: int = Field(
         1024, ge=1, description="Processes a run's container may have when the run gives none."

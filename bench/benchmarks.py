@@ -1,4 +1,4 @@
-"""The benchmarks: 1-8 of issue 4, 9 of issue 7. Each returns its table row(s)."""
+"""The benchmarks: 1-8 of issue 4, 9 of issue 7, 10 of issue 9. Each returns its table row(s)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from tests.support.server import free_port
 from .driver import (
     ROOT,
     BenchError,
+    BenchServer,
     ClientProcess,
     Row,
     alternate,
@@ -650,6 +651,111 @@ def page(cfg: Config) -> list[Row]:
     ]
 
 
+# -- 10 --------------------------------------------------------------------------------
+
+BUSYBOX = f"{REGISTRY}/pullrun/busybox:latest"  # on every engine: pulled before timing
+
+
+def _engines_file(root: Path, slots: dict[str, int]) -> Path:
+    """An engines file naming `local` and engine 2 (scripts/engines.sh)."""
+    from tests.support.engines import EngineSet, write_engines_file
+
+    tables = EngineSet.from_env().tables(slots=slots)
+    return write_engines_file(root / "engines.toml", {n: tables[n] for n in slots})
+
+
+def _on_both(*args: str) -> None:
+    """The docker CLI on the default engine and on engine 2."""
+    two = os.environ.get("PULLRUN_TEST_ENGINE2_HOST")
+    if not two:
+        raise BenchError("PULLRUN_TEST_ENGINE2_HOST is not set: run `make bench`")
+    docker(*args)
+    docker("-H", two, *args)
+
+
+def placement(cfg: Config) -> list[Row]:
+    """Two engines of 4 slots against one of 8 for 40 `sleep 2` runs; then 20
+    runs of an image only one of the two engines has: none may pull."""
+    import httpx
+
+    reps = cfg.reps(3, 1)
+    count = 40
+    body = {"image": BUSYBOX, "command": ["sh", "-c", "sleep 2; echo done"]}
+    root = Path(tempfile.mkdtemp(prefix="pullrun-bench-10-"))
+    two = os.environ.get("PULLRUN_TEST_ENGINE2_HOST", "")
+    layers = f"{REGISTRY}/{LAYERS}"
+    try:
+        _on_both("pull", "-q", BUSYBOX)
+        spread = _engines_file(root, {"local": 4, "two": 4})
+        with (
+            bench_server("10-two", profile=cfg.profile, engines_file=spread) as pair,
+            bench_server("10-one", profile=cfg.profile, max_concurrent_runs=8) as single,
+            ClientProcess() as client,
+        ):
+
+            def over(server: BenchServer) -> Callable[[], float]:
+                def go() -> float:
+                    result = client.call(
+                        "many", base=server.base_url, body=body, count=count, expect=["done"]
+                    )
+                    return float(result["elapsed"])
+
+                return go
+
+            samples_a, samples_b = alternate(over(pair), over(single), reps, label="placement")
+
+            # The image only engine 2 has, run one after another: each goes there.
+            docker("-H", two, "pull", "-q", layers)
+            docker_quiet("rmi", "-f", layers)
+            runs = 20
+            pulled: list[str] = []
+            elsewhere: list[str] = []
+            t0 = time.monotonic()
+            with httpx.Client(base_url=pair.base_url, headers=pair.headers()) as http:
+                for _ in range(runs):
+                    result = client.call(
+                        "run", base=pair.base_url, body={"image": layers, "command": ["true"]}
+                    )
+                    record = http.get(f"/api/runs/{result['run_id']}").json()
+                    if record["status"] != "succeeded":
+                        raise BenchError(f"run {record['id']} ended {record['status']}")
+                    if (record.get("pull") or {}).get("pulled"):
+                        pulled.append(record["id"])
+                    if record.get("engine") != "two":
+                        elsewhere.append(record["id"])
+            image_runs = time.monotonic() - t0
+    finally:
+        docker_quiet("rmi", "-f", layers)
+        docker_quiet("rmi", "-f", BUSYBOX)  # the tests expect no local copy (images.sh)
+        if two:
+            docker_quiet("-H", two, "rmi", "-f", layers)
+        shutil.rmtree(root, ignore_errors=True)
+    ma, mb = median(samples_a), median(samples_b)
+    ratio = ma / mb
+    return [
+        Row(
+            "10",
+            f"placement: {count} runs of sleep 2 over two engines of 4 slots",
+            seconds(ma),
+            seconds(mb) + " (pullrun, one engine of 8 slots)",
+            f"{ratio:.2f}",
+            "<= 1.2",
+            ratio <= 1.2,
+            {"pullrun": samples_a, "reference": samples_b},
+        ),
+        Row(
+            "10",
+            f"placement: {runs} runs of an image only one of two engines has",
+            f"{len(pulled)} pulls, {len(elsewhere)} elsewhere",
+            "-",
+            "-",
+            "no pull",
+            not pulled and not elsewhere,
+            {"pulled": pulled, "elsewhere": elsewhere, "seconds": image_runs},
+        ),
+    ]
+
+
 BENCHMARKS: dict[str, Callable[[Config], list[Row]]] = {
     "1": relay,
     "2": fanout,
@@ -660,4 +766,5 @@ BENCHMARKS: dict[str, Callable[[Config], list[Row]]] = {
     "7": history,
     "8": storage,
     "9": page,
+    "10": placement,
 }

@@ -14,6 +14,12 @@
 # this script next to a running engine). A tcp:// DOCKER_HOST is only reused,
 # never started. Idempotent: safe to run any number of times.
 #
+# Such a separate engine is named PULLRUN_ENGINE_NAME (default dockerd-HASH of
+# the socket): log $PULLRUN_STATE_DIR/NAME.log, pidfile NAME.pid, data, exec
+# root and dockerd's own pidfile under NAME/. Arguments after `--` are added
+# to its dockerd (scripts/engines.sh adds a TLS tcp:// listener that way).
+#
+#   scripts/engine.sh [-- DOCKERD_ARGS...]
 #   scripts/engine.sh stop   stops the dockerd this script started (its pidfile),
 #                            never one started some other way
 set -euo pipefail
@@ -36,19 +42,20 @@ fi
 if [[ "$sock" == /var/run/docker.sock || "$sock" == /run/docker.sock ]]; then
   name=dockerd
 else
-  name="dockerd-$(printf '%s' "$sock" | md5sum | cut -c1-8)"
+  name="${PULLRUN_ENGINE_NAME:-dockerd-$(printf '%s' "$sock" | md5sum | cut -c1-8)}"
 fi
 pidfile="$PULLRUN_STATE_DIR/$name.pid"
 logfile="$PULLRUN_STATE_DIR/$name.log"
 
 if [[ "${1:-}" == stop ]]; then
+  [[ $# -eq 1 ]] || die "usage: $0 stop"
   if pid_alive "$pidfile" dockerd; then
     pid="$(cat "$pidfile")"
     log "stopping dockerd pid $pid (started by this script)"
     kill "$pid"
-    for ((i = 0; i < 30; i++)); do
+    for ((i = 0; i < 300; i++)); do
       pid_alive "$pidfile" dockerd || break
-      sleep 1
+      sleep 0.1
     done
     pid_alive "$pidfile" dockerd && die "dockerd pid $pid still running after 30s"
   else
@@ -57,7 +64,16 @@ if [[ "${1:-}" == stop ]]; then
   rm -f "$pidfile"
   exit 0
 fi
-[[ $# -eq 0 ]] || die "usage: $0 [stop]"
+extra=()
+if [[ "${1:-}" == -- ]]; then
+  shift
+  extra=("$@")
+  set --
+fi
+[[ $# -eq 0 ]] || die "usage: $0 [stop | -- DOCKERD_ARGS...]"
+if ((${#extra[@]})) && [[ "$name" == dockerd ]]; then
+  die "extra dockerd arguments are for a separate engine (DOCKER_HOST=unix:///other.sock) only"
+fi
 
 if v="$(engine_version)" && [[ -n "$v" ]]; then
   log "reusing the Docker engine that answers at $(where) (server $v)"
@@ -95,17 +111,17 @@ else
   own_pidfile="$PULLRUN_STATE_DIR/$name/docker.pid"
   exec_root="$PULLRUN_STATE_DIR/$name/exec"
   args+=(-H "unix://$sock" --data-root "$PULLRUN_STATE_DIR/$name/data"
-    --exec-root "$PULLRUN_STATE_DIR/$name/exec" --pidfile "$own_pidfile")
+    --exec-root "$PULLRUN_STATE_DIR/$name/exec" --pidfile "$own_pidfile" "${extra[@]}")
 fi
 
 wait_engine() { # wait_engine PID PIDFILE: 0 = answers, 1 = PID died, 2 = timeout
   local pid=$1 pf=$2 i
-  for ((i = 0; i < WAIT_SECS; i++)); do
+  for ((i = 0; i < WAIT_SECS * 10; i++)); do
     if v="$(engine_version)" && [[ -n "$v" ]]; then
       return 0
     fi
     pid_alive "$pf" dockerd || return 1
-    sleep 1
+    sleep 0.1
   done
   return 2
 }

@@ -15,3 +15,9 @@ export PULLRUN_TEST_AUTH_REGISTRY=127.0.0.1:5001
 export PULLRUN_TEST_AUTH_USER=pullrun
 export PULLRUN_TEST_AUTH_PASSWORD=s3cret-pw
 export PULLRUN_TEST_BROKEN_REGISTRY=127.0.0.1:5002
+#
+# Two more engines for the placement tests (scripts/engines.sh): engine 2 on a
+# unix socket, engine 3 on tcp://127.0.0.1:23760 with TLS (client certificate
+# in PULLRUN_TEST_ENGINE3_TLS_DIR: ca.pem, cert.pem, key.pem). Their pidfiles
+# name their dockerd; `$PULLRUN_TEST_ENGINES_SCRIPT start 2` brings engine 2 back.
+eval "$("$(dirname "${BASH_SOURCE[0]}")/engines.sh" env)"

@@ -5,14 +5,20 @@ from `backend.engines.fake` (`FakeDocker`), never from here: a server never
 loads it.
 """
 
-from .docker import DockerEngine, engine_message
+from .config import LOCAL, EngineConfig, EnginesFileError, load_engines
+from .docker import DockerEngine, engine_message, unreachable
 from .protocol import Engine, EngineFactory, OutputStream, PullStream
 
 __all__ = [
+    "LOCAL",
     "DockerEngine",
     "Engine",
+    "EngineConfig",
     "EngineFactory",
+    "EnginesFileError",
     "OutputStream",
     "PullStream",
     "engine_message",
+    "load_engines",
+    "unreachable",
 ]

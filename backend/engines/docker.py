@@ -9,21 +9,26 @@ every live stream holds one pooled connection.
 from __future__ import annotations
 
 import contextlib
+import queue
 import select
 import socket
 import ssl
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import docker
 import docker.auth
+import docker.context
 import docker.errors
+import docker.tls
 import requests
 from docker.utils import kwargs_from_env
 
 from ..errors import EngineUnavailable
 from ..models import RunSpec
 from ..reference import registry_of, split_reference
+from .config import EngineConfig
 
 MANAGED_LABEL = "pullrun.managed"
 RUN_LABEL = "pullrun.run"
@@ -37,6 +42,35 @@ def engine_message(exc: BaseException) -> str:
     if isinstance(exc, requests.exceptions.ConnectionError):
         return f"cannot reach the Docker engine: {exc}"
     return str(exc) or type(exc).__name__
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether a failure means the engine itself is gone (not that it said no)."""
+    if isinstance(exc, EngineUnavailable | ConnectionError):
+        return True
+    return isinstance(exc, requests.exceptions.ConnectionError)
+
+
+def client_kwargs(config: EngineConfig | None) -> dict[str, Any]:
+    """docker-py's APIClient arguments for an engine, as the docker CLI reaches it."""
+    if config is None or (config.host is None and config.context is None):
+        return dict(kwargs_from_env())
+    if config.context is not None:
+        context = docker.context.ContextAPI.get_context(config.context)
+        if context is None:
+            raise EngineUnavailable(f"no docker context named {config.context!r}")
+        return {"base_url": context.Host, "tls": context.TLSConfig or False}
+    kwargs: dict[str, Any] = {"base_url": config.host}
+    if config.uses_tls:
+        cert = (str(config.tls_cert), str(config.tls_key)) if config.tls_cert else None
+        kwargs["tls"] = docker.tls.TLSConfig(
+            client_cert=cert,
+            ca_cert=str(config.tls_ca) if config.tls_ca else None,
+            verify=config.tls_verify,
+        )
+    if config.host and config.host.startswith("ssh://"):
+        kwargs["use_ssh_client"] = True  # the system's ssh, with its config and agent
+    return kwargs
 
 
 def _shutdown(sock: Any) -> None:
@@ -99,11 +133,66 @@ class OutputStream:
             self._raw.close()
 
 
-class DockerEngine:
-    def __init__(self, timeout: float = 60) -> None:
+class LogStream:
+    """A container's log (GET /containers/{id}/logs): raw bytes, multiplexed
+    unless tty. The body is chunked, so the socket cannot be polled as attach's
+    is: a thread of its own reads it, and `read` waits on what it hands over."""
+
+    def __init__(self, response: requests.Response) -> None:
+        self._response = response
+        self._sock = _response_socket(response)
+        self._chunks: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self._ended = False
+        self._reader = threading.Thread(target=self._pump, name="pullrun-logs", daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
         try:
-            kwargs = kwargs_from_env()
-            self.api = docker.APIClient(timeout=int(timeout), version="auto", **kwargs)
+            for chunk in self._response.raw.stream(READ_SIZE, decode_content=False):
+                if chunk:
+                    self._chunks.put(bytes(chunk))
+        except Exception:  # closed under the reader, or the engine went away: the end
+            pass
+        finally:
+            self._chunks.put(b"")
+
+    def read(self, timeout: float | None) -> bytes | None:
+        """Next bytes; None when `timeout` seconds pass with none; b"" at the end."""
+        if self._ended:
+            return b""
+        try:
+            chunk = self._chunks.get(timeout=None if timeout is None else max(0.0, timeout))
+        except queue.Empty:
+            return None
+        self._ended = not chunk
+        return chunk
+
+    def close(self) -> None:
+        _shutdown(self._sock)
+        with contextlib.suppress(Exception):
+            self._response.close()
+
+
+class _APIClient(docker.APIClient):
+    """docker-py's client, except that an engine's own CA (`tls_ca`) wins over
+    `REQUESTS_CA_BUNDLE`/`CURL_CA_BUNDLE`: requests lets those replace a
+    session's `verify` path (psf/requests#3829), and then no TLS engine whose
+    CA is not in that bundle could be reached."""
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> Any:
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if isinstance(self.verify, str) and verify is None:
+            settings["verify"] = self.verify
+        return settings
+
+
+class DockerEngine:
+    def __init__(self, config: EngineConfig | None = None, timeout: float = 60) -> None:
+        try:
+            kwargs = client_kwargs(config)
+            self.api = _APIClient(timeout=int(timeout), version="auto", **kwargs)
         except docker.errors.DockerException as exc:
             raise EngineUnavailable(engine_message(exc)) from exc
 
@@ -119,6 +208,10 @@ class DockerEngine:
     def version(self) -> dict[str, Any]:
         """Also the ping: it fails when the engine does not answer."""
         return dict(self.api.version())
+
+    def info(self) -> dict[str, Any]:
+        """The engine's /info: `NCPU`, `MemTotal`, `OSType`, `Architecture`, ..."""
+        return dict(self.api.info())
 
     def image_present(self, image: str) -> bool:
         try:
@@ -212,6 +305,19 @@ class DockerEngine:
         # a container whose log driver was `none`).
         raw = self.api.attach_socket(container_id, params={"stdout": 1, "stderr": 1, "stream": 1})
         return OutputStream(raw)
+
+    def logs(self, container_id: str, *, follow: bool) -> LogStream:
+        api: Any = self.api  # the raw body is needed: private helpers, as for the pull
+        params = {"stdout": 1, "stderr": 1, "follow": int(follow), "tail": "all"}
+        response = api._get(
+            api._url("/containers/{0}/logs", container_id),
+            params=params,
+            stream=True,
+            # Following, a quiet container is no error: no read timeout then.
+            **({"timeout": None} if follow else {}),
+        )
+        api._raise_for_status(response)
+        return LogStream(response)
 
     def start(self, container_id: str) -> None:
         self.api.start(container_id)

@@ -11,7 +11,8 @@ never made up here:
 
 - pull streams: `tests/fixtures/pulls/*.jsonl` (`recorded_pull(name)`);
 - failures (exception type, HTTP status, the engine's own words), wait and
-  inspect answers, attach bytes, the version answer: `tests/fixtures/engine/`,
+  inspect answers, attach bytes, the version answer, what the logs endpoint
+  answers (`logs`: a message per line, `log_messages`): `tests/fixtures/engine/`,
   written by `tests/fixtures/engine/record.py` (see its README).
 
 Timing is in the test's hands, never in sleeps: a `Gate` (from
@@ -48,6 +49,7 @@ from ..events import now_rfc3339
 from ..models import RunSpec
 from ..reference import split_reference
 from .docker import MANAGED_LABEL, READ_SIZE, RUN_LABEL
+from .frames import FrameDecoder
 
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
 ENGINE_FIXTURES = FIXTURES / "engine"
@@ -56,11 +58,13 @@ GATE_DEADLINE = 30.0  # a gate nobody releases fails the engine call instead of 
 
 Op = Literal[
     "version",
+    "info",
     "image_present",
     "image_digest",
     "pull",
     "create",
     "attach",
+    "logs",
     "start",
     "wait",
     "inspect",
@@ -79,9 +83,16 @@ def _load(name: str) -> dict[str, Any]:
     return data
 
 
+@functools.cache
 def recorded_errors() -> dict[str, dict[str, Any]]:
-    """errors.json: name -> {op, exception, status_code, explanation, text, message}."""
-    return _load("errors.json")
+    """errors.json (and the `errors` of logs.json): name -> {op, exception,
+    status_code, explanation, text, message}."""
+    return {**_load("errors.json"), **_load("logs.json")["errors"]}
+
+
+def recorded_logs(name: str) -> dict[str, Any]:
+    """An answer of the logs endpoint (logs.json `streams`); base64 values are raw bytes."""
+    return copy.deepcopy(_load("logs.json")["streams"][name])
 
 
 def recorded_containers() -> dict[str, dict[str, Any]]:
@@ -96,6 +107,10 @@ def recorded_attach(name: str) -> bytes:
 
 def recorded_version() -> dict[str, Any]:
     return copy.deepcopy(_load("version.json"))
+
+
+def recorded_info() -> dict[str, Any]:
+    return copy.deepcopy(_load("info.json"))
 
 
 def recorded_pull(name: str) -> list[dict[str, Any]]:
@@ -243,6 +258,10 @@ class Program:
     term_exit: int | None = 143
     start_error: str | None = None
     wait_error: str | None = None
+    # The engine's log of it (`logs`): `none` cannot be read back (as
+    # recorded); `log_kept`: only the newest lines are kept (a rotated json-file).
+    log_driver: str = "json-file"
+    log_kept: int | None = None
 
 
 @dataclass
@@ -313,6 +332,10 @@ class FakeDocker:
         # (`engine-unreachable`), calls of existing ones as a client whose engine
         # went away (`engine-gone`).
         self.down = False
+        # Another kind of engine (`{"Arch": "arm64"}`, `{"NCPU": 64}`): merged
+        # over the recorded answers.
+        self.version_overrides: dict[str, Any] = {}
+        self.info_overrides: dict[str, Any] = {}
         self.calls: list[Call] = []
         self.engines_made = 0
         self.engines_open = 0
@@ -330,6 +353,15 @@ class FakeDocker:
             self.engines_made += 1
             self.engines_open += 1
         return FakeEngine(self)
+
+    def probe(self) -> FakeProbe:
+        """A health-check client (the engine pool's): answers `version` and
+        `info` like an engine, and is neither counted nor logged, so a test's
+        count of the run's engine calls is not disturbed by the background checks."""
+        with self._cond:
+            if self.down:
+                raise recorded_error("engine-unreachable")
+        return FakeProbe(self)
 
     # -- set-up, from the test ----------------------------------------------------------
 
@@ -598,6 +630,8 @@ class FakeOutput:
         self._daemon = daemon
         self._container = container
         self._pos = len(container.output)
+        # Attached after it exited: nothing comes, ever (logs.json `attach-exited`).
+        self._late = container.state == "exited"
         self.closed = False
 
     def read(self, timeout: float | None) -> bytes | None:
@@ -609,7 +643,7 @@ class FakeOutput:
                 return (
                     self.closed
                     or self._pos < len(container.output)
-                    or container.state in ("exited", "removed")
+                    or (container.state in ("exited", "removed") and not self._late)
                 )
 
             if not daemon._cond.wait_for(ready, None if timeout is None else max(0.0, timeout)):
@@ -621,6 +655,108 @@ class FakeOutput:
                 self._pos += len(chunk)
                 return chunk
             return b""
+
+    def close(self) -> None:
+        with self._daemon._cond:
+            self.closed = True
+            self._daemon._cond.notify_all()
+
+
+class FakeProbe:
+    """A health check's client of the fake daemon (see `FakeDocker.probe`)."""
+
+    def __init__(self, daemon: FakeDocker) -> None:
+        self.daemon = daemon
+
+    def _answering(self) -> None:
+        with self.daemon._cond:
+            if self.daemon.down:
+                raise recorded_error("engine-gone")
+
+    def version(self) -> dict[str, Any]:
+        self._answering()
+        return {**recorded_version(), **self.daemon.version_overrides}
+
+    def info(self) -> dict[str, Any]:
+        self._answering()
+        return {**recorded_info(), **self.daemon.info_overrides}
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> FakeProbe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def log_messages(output: bytes, *, tty: bool, exited: bool) -> list[tuple[int, bytes]]:
+    """What a json-file log driver keeps of attach bytes `output`: a message
+    per line per stream (1 stdout, 2 stderr; 1 for a tty), in the order the
+    lines ended; an unterminated last line only once the container exited.
+    (logs.json: `multiplexed`, `split-line` and `tty` from their attach bytes.)"""
+    if tty:
+        pieces = [(1, output)]
+    else:
+        decoder = FrameDecoder()
+        pieces = decoder.feed(output)
+    messages: list[tuple[int, bytes]] = []
+    pending: dict[int, bytes] = {}
+    for stream, payload in pieces:
+        *lines, rest = (pending.pop(stream, b"") + payload).split(b"\n")
+        messages.extend((stream, line + b"\n") for line in lines)
+        if rest:
+            pending[stream] = rest
+    if exited:
+        messages.extend(pending.items())
+    return messages
+
+
+class FakeLogs:
+    """A container's log from the logs endpoint: the driver's messages so far
+    (framed unless tty), then, with `follow`, new ones until it exits."""
+
+    def __init__(self, daemon: FakeDocker, container: FakeContainer, follow: bool) -> None:
+        self._daemon = daemon
+        self._container = container
+        # As recorded (`created`): follow on a container not yet started ends at once.
+        self._follow = follow and container.state == "running"
+        self._sent = 0
+        kept = container.program.log_kept
+        if kept is not None:  # rotated: the oldest lines are gone
+            self._sent = max(0, len(self._messages()) - kept)
+        self.closed = False
+
+    def _messages(self) -> list[tuple[int, bytes]]:
+        container = self._container
+        return log_messages(
+            bytes(container.output),
+            tty=container.spec.tty,
+            exited=container.state in ("exited", "removed"),
+        )
+
+    def read(self, timeout: float | None) -> bytes | None:
+        daemon = self._daemon
+        container = self._container
+        with daemon._cond:
+            messages: list[tuple[int, bytes]] = []
+
+            def ready() -> bool:
+                nonlocal messages
+                if self.closed:
+                    return True
+                messages = self._messages()
+                return len(messages) > self._sent or not self._follow or not container.running
+
+            if not daemon._cond.wait_for(ready, None if timeout is None else max(0.0, timeout)):
+                return None
+            if self.closed or len(messages) <= self._sent:
+                return b""
+            new, self._sent = messages[self._sent :], len(messages)
+        if container.spec.tty:
+            return b"".join(payload for _, payload in new)
+        return b"".join(frame(stream, payload) for stream, payload in new)
 
     def close(self) -> None:
         with self._daemon._cond:
@@ -649,7 +785,11 @@ class FakeEngine:
 
     def version(self) -> dict[str, Any]:
         self.daemon._enter("version")
-        return recorded_version()
+        return {**recorded_version(), **self.daemon.version_overrides}
+
+    def info(self) -> dict[str, Any]:
+        self.daemon._enter("info")
+        return {**recorded_info(), **self.daemon.info_overrides}
 
     def image_present(self, image: str) -> bool:
         self.daemon._enter("image_present", image)
@@ -718,6 +858,15 @@ class FakeEngine:
         with daemon._cond:
             return FakeOutput(daemon, daemon._container(container_id, "attach"))
 
+    def logs(self, container_id: str, *, follow: bool) -> FakeLogs:
+        daemon = self.daemon
+        daemon._enter("logs", container_id, follow=follow)
+        with daemon._cond:
+            container = daemon._container(container_id, "logs")
+            if container.program.log_driver == "none":
+                raise recorded_error("logs-driver-none", container=container_id)
+            return FakeLogs(daemon, container, follow)
+
     def start(self, container_id: str) -> None:
         daemon = self.daemon
         daemon._enter("start", container_id)
@@ -755,6 +904,7 @@ class FakeEngine:
                     "NanoCpus": int(container.spec.cpus * 1e9) if container.spec.cpus else 0,
                     "PidsLimit": container.spec.pids_limit,
                     "SecurityOpt": list(container.security_opt) or None,
+                    "LogConfig": {"Type": container.program.log_driver, "Config": {}},
                 },
             }
 

@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..engines import DockerEngine, Engine, EngineFactory, PullStream, engine_message
+from ..engines import DockerEngine, Engine, EngineFactory, PullStream, engine_message, unreachable
+from ..engines.protocol import OutputStream
 from ..errors import DiskFull, EngineUnavailable, PipelineError
 from ..events import EventType, now_rfc3339
 from ..models import Phase, PullPolicy, RegistryAuth, RunError, RunRecord, RunStatus
@@ -41,6 +42,11 @@ def done_data(record: RunRecord) -> dict[str, Any]:
     }
 
 
+class Unplaced(Exception):
+    """The engine it was placed on could not even be reached: nothing of the
+    run happened there, so it goes back to the queue (raised by `execute`)."""
+
+
 class Canceled(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -66,9 +72,13 @@ class RunPipeline:
         # Write-only, like `auth`: merged into the container's env at create, never kept.
         self._secret_env = dict(secret_env or {})
         self._engine_factory = engine_factory
+        self._engine_name: str | None = None
+        # Told of a failure that may mean the engine went away (its health check).
+        self.on_unreachable: Callable[[str], None] | None = None
         self._save = save
         self._lock = threading.Lock()
         self._cancel_reason: str | None = None
+        self._unplaced: str | None = None  # why no engine took it (fail_queued)
         self._timed_out = False
         self._phase = Phase.QUEUE
         self._pull_stream: PullStream | None = None
@@ -79,6 +89,30 @@ class RunPipeline:
         self._finished = False
         self._exited = False
         self._disk_full = False  # its log could not be written: stop the container
+
+    def assign(self, engine_name: str, engine_factory: EngineFactory) -> None:
+        """Placed: the run goes to this engine (before `execute`)."""
+        self._engine_name = engine_name
+        self._engine_factory = engine_factory
+        self.record.engine = engine_name
+
+    def unassign(self) -> None:
+        """Back to the queue (`Unplaced`): no engine yet."""
+        self._engine_name = None
+        self.record.engine = None
+
+    def fail_queued(self, message: str) -> None:
+        """No engine took it: `execute` ends it at once with `error` phase queue."""
+        self._unplaced = message
+
+    def _engine_error(self, exc: BaseException) -> str:
+        """The engine's words; a failure to reach it names the engine."""
+        message = engine_message(exc)
+        if self._engine_name is None or not unreachable(exc):
+            return message
+        if self.on_unreachable is not None:
+            self.on_unreachable(self._engine_name)
+        return f"engine {self._engine_name}: {message}"
 
     # -- control, from any thread ------------------------------------------------
 
@@ -126,28 +160,40 @@ class RunPipeline:
     # -- the run -------------------------------------------------------------------
 
     def execute(self) -> None:
-        """Run to the end; never raises; always appends `done`."""
+        """Run to the end; always appends `done`. Raises only `Unplaced`, before
+        anything happened (then there is no `done` yet: the run is queued again)."""
         status = RunStatus.ERROR
         error: RunError | None = None
         engine: Engine | None = None
+        if self._unplaced is not None and self._cancel_reason is None:
+            self._finish(status, RunError(phase=Phase.QUEUE, message=self._unplaced))
+            return
         try:
             self._check_canceled()
-            engine = self._engine_factory()
+            try:
+                engine = self._engine_factory()
+            except Exception as exc:
+                placed = self._engine_name is not None and self._cancel_reason is None
+                if placed and unreachable(exc):
+                    raise Unplaced(self._engine_error(exc)) from exc
+                raise
             status = self._run(engine)
+        except Unplaced:
+            raise
         except Canceled as exc:
             status = RunStatus.CANCELED
             error = RunError(phase=self._phase, message=exc.reason)
         except PipelineError as exc:
             status, error = self._failed(exc.phase, exc.message)
         except EngineUnavailable as exc:
-            error = RunError(phase=self._phase, message=exc.message)
+            error = RunError(phase=self._phase, message=self._engine_error(exc))
         except DiskFull as exc:  # the log, or the record, could not be written
             log.error("run %s: %s", self.record.id, exc.message)
             self._disk_full = True
             status, error = self._failed(self._phase, exc.message)
         except Exception as exc:
             log.exception("run %s failed in %s", self.record.id, self._phase)
-            status, error = self._failed(self._phase, engine_message(exc))
+            status, error = self._failed(self._phase, self._engine_error(exc))
         finally:
             if engine is not None:
                 try:
@@ -182,7 +228,7 @@ class RunPipeline:
                 no_new_privileges=self.settings.no_new_privileges,
             )
         except Exception as exc:
-            raise PipelineError(Phase.CREATE, engine_message(exc)) from exc
+            raise PipelineError(Phase.CREATE, self._engine_error(exc)) from exc
         finally:
             self._secret_env.clear()  # the container has them now (or never will)
         with self._lock:
@@ -194,13 +240,13 @@ class RunPipeline:
         try:
             output = engine.attach(container_id)
         except Exception as exc:
-            raise PipelineError(Phase.START, engine_message(exc)) from exc
+            raise PipelineError(Phase.START, self._engine_error(exc)) from exc
         try:
             self._check_canceled()
             try:
                 engine.start(container_id)
             except Exception as exc:
-                raise PipelineError(Phase.START, engine_message(exc)) from exc
+                raise PipelineError(Phase.START, self._engine_error(exc)) from exc
             if self._cancel_reason is not None:  # canceled while it was starting
                 if self._stopper is not None:
                     self._stopper.join()  # it stopped a container not yet running: quick
@@ -213,15 +259,7 @@ class RunPipeline:
             timer.daemon = True
             timer.start()
             try:
-                relay = OutputRelay(self.events, self.settings)
-                try:
-                    relay.run(output, tty=spec.tty)
-                finally:  # (also when the log could not be written: what it had)
-                    counts = relay.counts
-                    self.record.log_lines = counts.lines
-                    self.record.log_bytes = counts.bytes
-                    self.record.dropped_lines = counts.dropped_lines
-                    self.record.dropped_bytes = counts.dropped_bytes
+                self._relay(OutputRelay(self.events, self.settings), output)
                 exit_code, wait_error = engine.wait(container_id)
                 with self._lock:
                     self._exited = True
@@ -229,6 +267,23 @@ class RunPipeline:
                 timer.cancel()
         finally:
             output.close()
+        return self._exit_status(engine, container_id, exit_code, wait_error)
+
+    def _relay(self, relay: OutputRelay, output: OutputStream) -> None:
+        """The container's output to `log` events, to its end; the counts to the record."""
+        try:
+            relay.run(output, tty=self.record.spec.tty)
+        finally:  # (also when the log could not be written: what it had)
+            counts = relay.counts
+            self.record.log_lines = counts.lines
+            self.record.log_bytes = counts.bytes
+            self.record.dropped_lines = counts.dropped_lines
+            self.record.dropped_bytes = counts.dropped_bytes
+
+    def _exit_status(
+        self, engine: Engine, container_id: str, exit_code: int, wait_error: str | None
+    ) -> RunStatus:
+        """The container has exited and its output is relayed: how the run ends."""
         self._mark_end(Phase.RUN)
         state = engine.inspect(container_id).get("State", {})
         self.record.exit_code = exit_code
@@ -266,7 +321,7 @@ class RunPipeline:
             try:
                 present = engine.image_present(spec.image)
             except Exception as exc:
-                raise PipelineError(Phase.PULL, engine_message(exc)) from exc
+                raise PipelineError(Phase.PULL, self._engine_error(exc)) from exc
             if not present and policy == PullPolicy.NEVER:
                 raise PipelineError(
                     Phase.PULL, f"image {spec.image} is not present and the pull policy is never"
@@ -324,7 +379,10 @@ class RunPipeline:
         if not progress.complete:
             # The stream ended without its closing "Status:" line: the pull did
             # not finish, whatever the daemon said before.
-            raise PipelineError(Phase.PULL, "the pull stream ended before the pull completed")
+            where = f" from engine {self._engine_name}" if self._engine_name else ""
+            raise PipelineError(
+                Phase.PULL, f"the pull stream{where} ended before the pull completed"
+            )
         summary.update(progress.summary(), pulled=True)
         self.record.image_digest = progress.digest or engine.image_digest(spec.image)
         self._mark_end(Phase.PULL)
@@ -335,7 +393,7 @@ class RunPipeline:
         if "timed out" in str(exc).lower():
             stall = self.settings.pull_stall_timeout
             return PipelineError(Phase.PULL, f"no pull progress for {stall:g}s: pull abandoned")
-        return PipelineError(Phase.PULL, engine_message(exc))
+        return PipelineError(Phase.PULL, self._engine_error(exc))
 
     # -- bookkeeping ---------------------------------------------------------------
 
@@ -349,7 +407,8 @@ class RunPipeline:
 
     def _enter(self, phase: Phase) -> None:
         status = phase.status
-        if self._phase == Phase.QUEUE:
+        leaving_queue = self._phase == Phase.QUEUE
+        if leaving_queue:
             self.record.durations.queue = round(time.monotonic() - self._created_mono, 4)
         else:
             self._mark_end(self._phase)
@@ -357,7 +416,10 @@ class RunPipeline:
             self._phase = phase
         self._mark(phase)
         self.record.status = status
-        self.events.append(EventType.STATUS, {"status": status.value, "at": now_rfc3339()})
+        data: dict[str, Any] = {"status": status.value, "at": now_rfc3339()}
+        if leaving_queue and self._engine_name is not None:
+            data["engine"] = self._engine_name  # where the run was placed
+        self.events.append(EventType.STATUS, data)
         self.record.last_event_id = self.events.last_id
         self._save(self.record)
 

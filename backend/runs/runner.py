@@ -1,5 +1,6 @@
-"""Runs the pipelines: worker threads, FIFO queue, concurrency limit, cancel,
-graceful shutdown and recovery after a crash."""
+"""Runs the pipelines: a FIFO queue placed onto engines (a slot limit per
+engine), a thread per placed run, cancel, graceful shutdown and recovery
+after a crash."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import contextlib
 import logging
 import secrets
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..engines import DockerEngine, EngineFactory
+from ..engines import LOCAL, DockerEngine, EngineConfig, EngineFactory
+from ..engines.pool import EngineHandle, EnginePool, probe_of
 from ..errors import Conflict, DiskFull, NotFound, QueueFull, ShuttingDown
 from ..events import EventType, now_rfc3339
 from ..models import Phase, RunCreate, RunError, RunLinks, RunRecord, RunSpec, RunStatus
@@ -22,8 +25,10 @@ from ..storage.reader import read_events
 from ..storage.retention import Retention
 from ..storage.space import DataDirSpace
 from ..storage.store import RunStore
-from .pipeline import RunPipeline, done_data
+from .pipeline import RunPipeline, Unplaced, done_data
+from .placement import candidates, check_placeable, choose, fits
 from .policy import apply_policy, kept_spec_data, redact
+from .reattach import ReattachPipeline, Recorded
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +56,18 @@ def links_for(run_id: str) -> RunLinks:
 @dataclass
 class ActiveRun:
     pipeline: RunPipeline
-    claimed: bool = False  # a worker has taken it off the queue
+    claimed: bool = False  # placed (or canceled) and off the queue
     finished: threading.Event = field(default_factory=threading.Event)
+    # Since when none of its engines is up (monotonic), and whether a notice said so.
+    stranded_since: float | None = None
+    stranded_notice: bool = False
+
+
+def single_engine(settings: Settings, factory: EngineFactory) -> EnginePool:
+    """The pool of one engine, `local`, made by `factory` (no engines file)."""
+    config = EngineConfig(name=LOCAL, max_concurrent_runs=settings.max_concurrent_runs)
+    pair = (config, factory, probe_of(factory))
+    return EnginePool([pair], interval=settings.engine_check_interval)
 
 
 class Runner:
@@ -62,7 +77,7 @@ class Runner:
         store: RunStore,
         feed: RunFeed,
         loop: asyncio.AbstractEventLoop,
-        engine_factory: EngineFactory = DockerEngine,
+        engines: EnginePool | EngineFactory = DockerEngine,
         *,
         on_expire: ExpireHook | None = None,
     ) -> None:
@@ -71,10 +86,15 @@ class Runner:
         self.store = store
         self.feed = feed
         self._loop = loop
-        self._engine_factory = engine_factory
+        if not isinstance(engines, EnginePool):
+            engines = single_engine(settings, engines)
+        self.engines = engines
+        engines.on_change = self._engine_changed
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._queue: deque[str] = deque()
+        self._placements = 0  # placed runs so far: the round-robin clock
+        self._dirty = False  # something changed since the last placement pass
         self._active: dict[str, ActiveRun] = {}
         self._logs: OrderedDict[str, EventLog] = OrderedDict()
         self._closing = False
@@ -91,12 +111,12 @@ class Runner:
         )
         self.retention.start()
         self.retention.poke()  # settings may have changed since the last start
-        self._workers = [
-            threading.Thread(target=self._work_loop, name=f"pullrun-worker-{n}", daemon=True)
-            for n in range(settings.max_concurrent_runs)
-        ]
-        for worker in self._workers:
-            worker.start()
+        self._threads: set[threading.Thread] = set()
+        self.engines.start()
+        self._dispatcher = threading.Thread(
+            target=self._dispatch_loop, name="pullrun-placement", daemon=True
+        )
+        self._dispatcher.start()
 
     # -- queries -------------------------------------------------------------------
 
@@ -151,6 +171,7 @@ class Runner:
         The run policy decides first: a refused run leaves nothing behind."""
         request = apply_policy(request, self.settings)
         spec = RunSpec.model_validate(kept_spec_data(request))
+        check_placeable(self.engines, spec)  # 422 when no engine could ever take it
         run_id = new_run_id()
         record = RunRecord(
             id=run_id,
@@ -167,14 +188,13 @@ class Runner:
             self.settings,
             auth=request.registry_auth,
             secret_env=request.secret_env,
-            engine_factory=self._engine_factory,
             save=self._save,
         )
+        pipeline.on_unreachable = self.engines.suspect
         with self._lock:
             if self._closing:
                 raise ShuttingDown("the server is shutting down; no new runs are accepted")
-            busy = sum(1 for a in self._active.values() if a.claimed)
-            idle = len(self._workers) - busy
+            idle = sum(h.free for h in self.engines if h.up)
             if len(self._queue) - idle >= self.settings.max_queued_runs:
                 raise QueueFull(
                     f"{len(self._queue)} runs are already queued (max_queued_runs); try again later"
@@ -191,7 +211,7 @@ class Runner:
             self._queue.append(run_id)
             # A copy as accepted: a worker may change the live record at once.
             accepted = record.model_copy(deep=True)
-            self._work.notify()
+            self._changed()
         self._publish(accepted)
         return accepted
 
@@ -217,7 +237,7 @@ class Runner:
         record = self.get(run_id)
         if record.container_id:
             try:
-                with self._engine_factory() as engine:
+                with self.factory_for(record.engine)() as engine:
                     engine.remove(record.container_id)
             except Exception as exc:
                 log.warning("could not remove container of %s: %s", run_id, exc)
@@ -233,39 +253,180 @@ class Runner:
         # Called from a threadpool thread: the feed lives on the loop.
         self._loop.call_soon_threadsafe(self.feed.publish, {"id": run_id}, EventType.DELETED)
 
-    # -- workers -------------------------------------------------------------------
+    # -- placement -----------------------------------------------------------------
 
-    def _work_loop(self) -> None:
+    def factory_for(self, engine: str | None) -> EngineFactory:
+        """Clients for a run's engine (its record's `engine`; None: a run from
+        before engines had names, on the first engine)."""
+        handle = self.engines.get(engine) if engine else self.engines.first
+        if handle is None:
+            raise NotFound(f"engine {engine!r} is not in the engines file any more")
+        return handle.factory
+
+    def queued_for(self, handle: EngineHandle) -> int:
+        """Runs waiting that this engine could take."""
+        with self._lock:
+            specs = [self._active[r].pipeline.record.spec for r in self._queue]
+        return sum(1 for spec in specs if handle in candidates(self.engines, spec))
+
+    def _changed(self) -> None:
+        """Under the lock: something placement depends on changed."""
+        self._dirty = True
+        self._work.notify()
+
+    def _engine_changed(self, handle: EngineHandle) -> None:
+        with self._lock:
+            self._changed()  # an engine up again may take queued runs
+        self._publish_engine(handle)
+
+    def _publish_engine(self, handle: EngineHandle) -> None:
+        """An `engine` event on the feed: the engine as `/api/engines` shows it now."""
+        view = handle.view(self.queued_for(handle))
+        with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+            self._loop.call_soon_threadsafe(self.feed.publish, view, EventType.ENGINE)
+
+    def _dispatch_loop(self) -> None:
+        """Place queued runs, in order, whenever something changes (a run is
+        queued or ends, an engine comes up) and at least once a second (the
+        deadlines of runs whose engines are all down)."""
         while True:
             with self._lock:
-                while not self._queue and not self._closing:
-                    self._work.wait()
                 if self._closing:
                     # Runs still queued are shutdown's to cancel (it claims each
                     # one and ends it at once): never start one now.
                     return
-                run_id = self._queue.popleft()
-                active = self._active[run_id]
+                self._dirty = False
+                waiting = list(self._queue)
+            try:
+                placed_any = self._place(waiting)
+            except Exception:  # keep placing; one bad run must not stop the queue
+                log.exception("placement failed")
+                placed_any = False
+            with self._lock:
+                if not placed_any and not self._dirty and not self._closing:
+                    self._work.wait(1.0)
+
+    def _place(self, waiting: list[str]) -> bool:
+        """One pass over the queue, oldest first. True when a run was placed."""
+        placed_any = False
+        has_image: dict[tuple[str, str], bool] = {}
+        for run_id in waiting:
+            with self._lock:
+                active = self._active.get(run_id)
+                if active is None or active.claimed:
+                    continue  # canceled meanwhile
+            spec = active.pipeline.record.spec
+            allowed = candidates(self.engines, spec)
+            up = [h for h in allowed if h.up and fits(h, spec)]
+            if not up:
+                self._stranded(run_id, active, allowed)
+                continue
+            active.stranded_since = None
+            free = [h for h in up if h.free > 0]
+            if not free:
+                continue  # waits for a slot, in order
+
+            def image_there(handle: EngineHandle, image: str = spec.image) -> bool:
+                key = (handle.name, image)
+                if key not in has_image:
+                    has_image[key] = self._has_image(handle, image)
+                return has_image[key]
+
+            handle = choose(free, image_there)
+            if handle is None:
+                continue
+            with self._lock:
+                if active.claimed or handle.free <= 0 or self._closing:
+                    continue
                 active.claimed = True
+                self._queue.remove(run_id)
+                handle.active += 1
+                self._placements += 1
+                handle.placed_seq = self._placements
+                active.pipeline.assign(handle.name, handle.factory)
+                thread = threading.Thread(
+                    target=self._run_placed,
+                    args=(run_id, active, handle),
+                    name=f"pullrun-run-{run_id}",
+                    daemon=True,
+                )
+                self._threads.add(thread)
+            thread.start()
+            placed_any = True
+        return placed_any
+
+    def _has_image(self, handle: EngineHandle, image: str) -> bool:
+        try:
+            with handle.factory() as engine:
+                return engine.image_present(image)
+        except Exception:
+            return False
+
+    def _stranded(self, run_id: str, active: ActiveRun, allowed: list[EngineHandle]) -> None:
+        """None of the run's engines is up: say so once, and end it when that
+        lasts past the placement timeout."""
+        now = time.monotonic()
+        if active.stranded_since is None:
+            active.stranded_since = now
+        names = ", ".join(h.name for h in allowed) or "none"
+        if not active.stranded_notice:
+            active.stranded_notice = True
+            message = f"waiting for an engine: none of the engines this run may use is up ({names})"
+            with contextlib.suppress(DiskFull):
+                active.pipeline.events.append(EventType.NOTICE, {"message": message})
+        if now - active.stranded_since < self.settings.placement_timeout:
+            return
+        with self._lock:
+            if active.claimed:
+                return
+            active.claimed = True
+            self._queue.remove(run_id)
+        timeout = self.settings.placement_timeout
+        active.pipeline.fail_queued(
+            f"no engine for this run came up within {timeout:g}s (PULLRUN_PLACEMENT_TIMEOUT); "
+            f"engines it may use: {names}"
+        )
+        self._run_pipeline(run_id, active)
+
+    def _run_placed(self, run_id: str, active: ActiveRun, handle: EngineHandle) -> None:
+        try:
             self._run_pipeline(run_id, active)
+        except Unplaced as exc:
+            # Its engine went away before anything of the run happened there:
+            # mark it down now (so it is not chosen again) and queue the run
+            # again, first in line.
+            log.warning("run %s: engine %s unreachable, queued again: %s", run_id, handle.name, exc)
+            active.pipeline.unassign()
+            self.engines.check(handle)
+            with self._lock:
+                active.claimed = False
+                self._queue.appendleft(run_id)
+        finally:
+            with self._lock:
+                handle.active -= 1
+                self._threads.discard(threading.current_thread())
+                self._changed()  # a slot is free
+            # Its load: the run's last `run` event went out while it held the slot.
+            self._publish_engine(handle)
 
     def _run_pipeline(self, run_id: str, active: ActiveRun) -> None:
         pipeline = active.pipeline
         try:
             pipeline.execute()
+        except Unplaced:
+            raise  # not ended: `_run_placed` queues it again
         except BaseException:
-            # execute() handles every failure it knows; this keeps the worker
-            # alive and the run's promise of a `done` for anything else.
+            # execute() handles every failure it knows; this keeps the thread's
+            # promise of a `done` for anything else.
             log.exception("run %s: unexpected failure", run_id)
             try:
                 pipeline.abort("internal error: see the server log")
             except BaseException:
                 log.exception("run %s: could not record its end", run_id)
-        finally:
-            with self._lock:
-                self._active.pop(run_id, None)
-            active.finished.set()
-            self.retention.poke()
+        with self._lock:
+            self._active.pop(run_id, None)
+        active.finished.set()
+        self.retention.poke()
 
     def _expire(self, run_id: str, why: str) -> bool:
         """Retention's deleter: a finished run goes, and the server log (and
@@ -316,6 +477,7 @@ class Runner:
             self._closing = True
             run_ids = list(self._active)
             self._work.notify_all()
+        await asyncio.to_thread(self.engines.stop)
         if not first:
             await self._shut.wait()
             return
@@ -338,16 +500,54 @@ class Runner:
             await asyncio.sleep(0.05)
 
     def recover(self) -> list[str]:
-        """After a crash: end runs left unfinished and clean up their containers."""
+        """After a crash (or a kill), every run left unfinished; their ids.
+
+        One whose log has its `done` gets its record back from it; one still
+        queued or pulling ends `error`/`interrupted` here; the others are taken
+        up again on their engines (runs/reattach.py: re-attached to their
+        containers, or their exits recorded, or `interrupted` when their create
+        or start was cut), each holding a slot of its engine as a placed run does.
+        """
         recovered: list[str] = []
+        cut: list[RunRecord] = []
+
+        def take_up(record: RunRecord, events: EventLog, recorded: Recorded) -> None:
+            pipeline = ReattachPipeline(record, events, self.settings, recorded, save=self._save)
+            pipeline.on_unreachable = self.engines.suspect
+            handle = self.engines.get(record.engine) if record.engine else self.engines.first
+            if handle is None:
+                pipeline.no_engine(f"its engine {record.engine} is not in the engines file")
+            active = ActiveRun(pipeline, claimed=True)
+            if handle is None:
+                thread = threading.Thread(target=self._run_pipeline, args=(record.id, active))
+            else:
+                thread = threading.Thread(target=self._run_placed, args=(record.id, active, handle))
+            thread.name, thread.daemon = f"pullrun-run-{record.id}", True
+            with self._lock:
+                self._active[record.id] = active
+                if handle is not None:
+                    handle.active += 1
+                    pipeline.assign(handle.name, handle.factory)
+                    self._threads.add(thread)
+            thread.start()
+
         for record in self.store.unfinished():
-            was = record.status.value
+            if record.id in self._active:
+                continue  # taken up already
+            recovered.append(record.id)
             path = self.settings.events_file(record.id)
             events = EventLog.load(path, self._loop, self.space)
             done = None
+            was = record.status.value
             if events.finished:
                 last = read_events(path, offset=events.offset(events.last_id))
                 done = next(last).data
+            else:
+                recorded = Recorded.read(path, was)
+                if recorded.phase not in (Phase.QUEUE, Phase.PULL):
+                    take_up(record, events, recorded)
+                    continue
+                was = recorded.was
             record.finished_at = record.finished_at or now_rfc3339()
             if done is not None:
                 # It ended (its log says how) but the crash came before the save.
@@ -365,21 +565,27 @@ class Runner:
                     record.last_event_id = events.append(EventType.DONE, done_data(record))
                 except DiskFull as exc:
                     log.error("run %s: its `done` could not be written: %s", record.id, exc)
+                cut.append(record)
             try:
                 self.store.save(record)
             except DiskFull:
                 self._unsaved[record.id] = record
             events.close()
-            recovered.append(record.id)
-        if recovered:
-            threading.Thread(target=self._remove_containers, args=(recovered,), daemon=True).start()
+        if cut:
+            threading.Thread(target=self._remove_containers, args=(cut,), daemon=True).start()
         return recovered
 
-    def _remove_containers(self, run_ids: list[str]) -> None:
-        try:
-            with self._engine_factory() as engine:
-                for run_id in run_ids:
-                    for container_id in engine.managed_containers(run_id):
-                        engine.remove(container_id)
-        except Exception as exc:
-            log.warning("could not clean up containers of interrupted runs: %s", exc)
+    def _remove_containers(self, records: list[RunRecord]) -> None:
+        """Containers of runs ended while queued or pulling: there should be
+        none; whatever a crash left is removed, on each run's engine."""
+        by_engine: dict[str | None, list[str]] = {}
+        for record in records:
+            by_engine.setdefault(record.engine, []).append(record.id)
+        for name, run_ids in by_engine.items():
+            try:
+                with self.factory_for(name)() as engine:
+                    for run_id in run_ids:
+                        for container_id in engine.managed_containers(run_id):
+                            engine.remove(container_id)
+            except Exception as exc:
+                log.warning("could not clean up containers of interrupted runs: %s", exc)

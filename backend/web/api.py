@@ -12,13 +12,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..auth import Identity, Role
 from ..engines import engine_message
-from ..errors import Forbidden, PolicyDenied, PolicyViolation, PullrunError
-from ..models import ErrorResponse, RunCreate, RunList, RunRecord, RunStatus
+from ..errors import EngineUnavailable, Forbidden, PolicyDenied, PolicyViolation, PullrunError
+from ..models import EngineList, EngineView, ErrorResponse, RunCreate, RunList, RunRecord, RunStatus
 from ..runs.policy import redact
 from ..storage.logtext import log_text
 from .deps import (
     AuditDep,
-    EngineFactoryDep,
+    EnginesDep,
     OperatorDep,
     RequestAudit,
     RunnerDep,
@@ -36,12 +36,31 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     422: {"model": ErrorResponse, "description": "Invalid input: names the field and the rule"},
 }
 
+# OpenAPI links of a new run (201): where its `id` goes next. Swagger UI shows
+# them and schemathesis' stateful tests follow them (tests/integration/test_fuzz.py).
+# The operation ids are FastAPI's (function name, path, method);
+# tests/unit/test_openapi_links.py checks that each names an operation.
+_RUN_LINKS = {
+    name: {
+        "operationId": operation_id,
+        "parameters": {"run_id": "$response.body#/id"},
+        "description": description,
+    }
+    for name, operation_id, description in (
+        ("GetRun", "get_run_api_runs__run_id__get", "The run, as it is now"),
+        ("CancelRun", "cancel_run_api_runs__run_id__cancel_post", "Cancel the run"),
+        ("DeleteRun", "delete_run_api_runs__run_id__delete", "Delete the run once it ended"),
+        ("GetRunLogs", "get_logs_api_runs__run_id__logs_get", "The run's log as text"),
+    )
+}
+
 
 @router.post(
     "/api/runs",
     status_code=201,
     response_model=RunRecord,
     responses={
+        201: {"description": "The run, accepted; `Location` is its URL", "links": _RUN_LINKS},
         403: {
             "model": ErrorResponse,
             "description": "`policy_denied`: the image is not allowed (PULLRUN_ALLOWED_IMAGES)",
@@ -164,6 +183,17 @@ def stats(runner: RunnerDep, _: ViewerDep) -> dict[str, int]:
     }
 
 
+@router.get("/api/engines", response_model=EngineList)
+def list_engines(runner: RunnerDep, _: ViewerDep) -> EngineList:
+    """The engines runs are placed on: state, version, platform, load."""
+    return EngineList(
+        engines=[
+            EngineView.model_validate(handle.view(runner.queued_for(handle)))
+            for handle in runner.engines
+        ]
+    )
+
+
 def _check_owner(
     identity: Identity, created_by: str | None, audit: AuditDep, action: str, run_id: str
 ) -> None:
@@ -179,9 +209,10 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"model": ErrorResponse}})
-async def readyz(request: Request, engine_factory: EngineFactoryDep) -> JSONResponse:
-    """The engine answers. Open to anyone, so it tells anyone only that: the
-    engine's version and its error come to signed-in callers alone."""
+async def readyz(request: Request, engines: EnginesDep) -> JSONResponse:
+    """An engine answers (the first that does, in the engines file's order).
+    Open to anyone, so it tells anyone only that: the engine's version and its
+    error come to signed-in callers alone."""
     try:
         await get_identity(request)
         detailed = True
@@ -189,13 +220,23 @@ async def readyz(request: Request, engine_factory: EngineFactoryDep) -> JSONResp
         detailed = False
 
     def ping() -> dict[str, str]:
-        with engine_factory() as engine:
-            version = engine.version()
-        return {
-            "status": "ok",
-            "engine": str(version.get("Version")),
-            "api": str(version.get("ApiVersion")),
-        }
+        failure: Exception | None = None
+        for handle in engines:
+            try:
+                with handle.factory() as engine:
+                    version = engine.version()
+            except Exception as exc:
+                failure = failure or exc
+                continue
+            return {
+                "status": "ok",
+                "engine": str(version.get("Version")),
+                "api": str(version.get("ApiVersion")),
+            }
+        assert failure is not None
+        if len(engines) > 1:
+            raise EngineUnavailable(f"no engine answers ({engine_message(failure)})")
+        raise failure
 
     try:
         answer = await asyncio.wait_for(asyncio.to_thread(ping), READY_TIMEOUT)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from ..auth.audit import RETENTION_ACTOR
 from ..auth.mode import refuse_auth_off
 from ..auth.service import AuthService
 from ..auth.store import AuthStore
-from ..engines import DockerEngine, EngineFactory
+from ..engines import DockerEngine, EngineConfig, EngineFactory, load_engines
+from ..engines.pool import EnginePool, probe_of
 from ..errors import PolicyViolation, PullrunError, TooManyRequests, Unauthorized
 from ..runs.runner import Runner
 from ..settings import Settings
@@ -32,6 +34,7 @@ from .connections import StreamLimits, raise_open_file_limit
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parents[2] / "static"
+PROBE_TIMEOUT = 5  # seconds a health check waits for an engine
 
 
 def _wants_json(request: Request) -> bool:
@@ -104,13 +107,43 @@ def install_error_handlers(app: FastAPI) -> None:
             )
 
 
+def engine_parts(
+    settings: Settings,
+    engine_factory: EngineFactory | None = None,
+    engines: Sequence[tuple[EngineConfig, EngineFactory]] | None = None,
+) -> list[tuple[EngineConfig, EngineFactory, EngineFactory]]:
+    """The engines to drive, each with its run and health-check factories:
+    `engines` as given (tests), else the engines file (or the single `local`
+    engine), each reached by `engine_factory` (tests) or a `DockerEngine` of
+    its own config."""
+    if engines is not None:
+        return [(config, factory, probe_of(factory)) for config, factory in engines]
+    configs = load_engines(settings.engines_file, settings.max_concurrent_runs)
+    if engine_factory is not None:
+        return [(config, engine_factory, probe_of(engine_factory)) for config in configs]
+    return [
+        (
+            config,
+            functools.partial(DockerEngine, config),
+            functools.partial(DockerEngine, config, timeout=PROBE_TIMEOUT),
+        )
+        for config in configs
+    ]
+
+
 def create_app(
-    settings: Settings | None = None, engine_factory: EngineFactory = DockerEngine
+    settings: Settings | None = None,
+    engine_factory: EngineFactory | None = None,
+    *,
+    engines: Sequence[tuple[EngineConfig, EngineFactory]] | None = None,
 ) -> FastAPI:
+    """The app. A bad engines file raises `EnginesFileError` here, before
+    anything starts."""
     settings = settings or Settings()
     refused = refuse_auth_off(settings.auth, settings.host)
     if refused:
         raise RuntimeError(refused)
+    parts = engine_parts(settings, engine_factory, engines)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -139,10 +172,19 @@ def create_app(
         def audit_expired(run_id: str, why: str) -> None:
             auth.audit.record(RETENTION_ACTOR, "run.delete", run_id, detail=why)
 
-        runner = Runner(settings, store, feed, loop, engine_factory, on_expire=audit_expired)
+        pool = EnginePool(parts, interval=settings.engine_check_interval)
+        app.state.engines = pool
+        runner = Runner(
+            settings,
+            store,
+            feed,
+            loop,
+            pool,
+            on_expire=audit_expired,
+        )
         recovered = runner.recover()
         if recovered:
-            log.warning("marked %d interrupted run(s) as error: %s", len(recovered), recovered)
+            log.warning("recovered %d unfinished run(s): %s", len(recovered), recovered)
         app.state.runner = runner
         app.state.auth = auth
         try:
@@ -169,7 +211,6 @@ def create_app(
         redoc_url=None,
     )
     app.state.settings = settings
-    app.state.engine_factory = engine_factory
     app.state.stream_limits = StreamLimits.from_settings(settings)
     install_error_handlers(app)
     app.include_router(api.router)

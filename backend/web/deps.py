@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 from ..auth import Identity, Role
 from ..auth.identity import OPEN_IDENTITY
 from ..auth.service import AuthService
-from ..engines import EngineFactory
+from ..engines.pool import EnginePool
 from ..errors import Forbidden, Unauthorized
 from ..runs.runner import Runner
 from ..settings import Settings
@@ -27,12 +27,12 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-def get_engine_factory(request: Request) -> EngineFactory:
-    factory: EngineFactory = request.app.state.engine_factory
-    return factory
+def get_engines(request: Request) -> EnginePool:
+    engines: EnginePool = request.app.state.engines
+    return engines
 
 
-EngineFactoryDep = Annotated[EngineFactory, Depends(get_engine_factory)]
+EnginesDep = Annotated[EnginePool, Depends(get_engines)]
 RunnerDep = Annotated[Runner, Depends(get_runner)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 

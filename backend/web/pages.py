@@ -1,4 +1,5 @@
-"""HTML routes (Jinja): the runs index with the new-run form, and the run page.
+"""HTML routes (Jinja): the runs index with the new-run form and the engines
+panel, and the run page.
 
 The pages are rendered from the same data the API serves; their scripts
 (static/js/) then follow `GET /api/events` (index) and the run's own event
@@ -18,9 +19,11 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from ..auth import Role
+from ..engines.pool import DOWN, UNKNOWN, UP
 from ..errors import NotFound
 from ..models import PIPELINE_PHASES, REDACTED, Phase, RunRecord, RunSpec, RunStatus
 from ..runs.policy import redact
+from ..runs.runner import Runner
 from .deps import RunnerDep, ViewerDep
 from .snapshot import build_snapshot
 
@@ -43,6 +46,9 @@ LAYER_LABELS = {
     "done": "done",
     "exists": "already exists",
 }
+# An engine's health states (backend/engines/pool.py) as the engines panel words them.
+ENGINE_STATE_LABELS = {UP: "up", DOWN: "down", UNKNOWN: "not checked yet"}
+NOTHING = "\u2013"  # an en dash: a fact not known (as the pages' scripts write it)
 
 
 def vocabulary() -> dict[str, Any]:
@@ -59,6 +65,7 @@ def vocabulary() -> dict[str, Any]:
         "phase_status": {phase.value: phase.status.value for phase in PHASES},
         "status_labels": dict(STATUS_LABELS),
         "layer_labels": dict(LAYER_LABELS),
+        "engine_states": dict(ENGINE_STATE_LABELS),
     }
 
 
@@ -127,7 +134,43 @@ def format_memory(size: int | None) -> str:
     return str(size)
 
 
+def engine_facts(engine: dict[str, Any]) -> dict[str, str]:
+    """An engine object (`GET /api/engines`, `engine` events) as the engines panel
+    and the form's engine choice word it; static/js/engines.js says the same
+    (tests/js/fixtures/engines.json keeps them in step)."""
+    state = str(engine.get("state") or UNKNOWN)
+    label = ENGINE_STATE_LABELS.get(state, state)
+    version, api = engine.get("version"), engine.get("api_version")
+    platform = "/".join(str(part) for part in (engine.get("os"), engine.get("arch")) if part)
+    cpus, memory = engine.get("cpus"), engine.get("memory")
+    labels = engine.get("labels") or {}
+    name = str(engine["name"])
+    return {
+        "name": name,
+        "host": str(engine.get("host") or ""),
+        "labels": ", ".join(f"{k}={v}" for k, v in labels.items()),
+        "state": state,
+        "state_label": label,
+        "error": "" if state == UP else str(engine.get("last_error") or ""),
+        "version": (f"{version} (API {api})" if api else str(version)) if version else NOTHING,
+        "platform": platform or NOTHING,
+        "cpus": NOTHING if cpus is None else str(cpus),
+        "memory": NOTHING if memory is None else format_bytes(memory),
+        "load": f"{engine.get('active_runs') or 0}/{engine.get('max_concurrent_runs') or 0}",
+        "queued": f"{engine.get('queued_runs') or 0} queued",
+        "option": name if state == UP else f"{name} ({label})",
+    }
+
+
+def engines_summary(engines: list[dict[str, Any]]) -> str:
+    """The engines panel's heading note: how many of them are up."""
+    up = sum(1 for engine in engines if engine.get("state") == UP)
+    return f"{up} of {len(engines)} up"
+
+
 templates.env.filters["shell_join"] = shell_join
+templates.env.filters["engine_facts"] = engine_facts
+templates.env.filters["engines_summary"] = engines_summary
 templates.env.filters["time"] = format_time
 templates.env.filters["duration"] = format_duration
 templates.env.filters["bytes"] = format_bytes
@@ -155,6 +198,8 @@ def prefill(spec: RunSpec) -> dict[str, Any]:
         "cpus": "" if spec.cpus is None else f"{spec.cpus:g}",
         "pids_limit": "" if spec.pids_limit is None else str(spec.pids_limit),
         "auto_remove": spec.auto_remove,
+        "engine": spec.engine or "",
+        "engine_labels": "\n".join(f"{k}={v}" for k, v in spec.engine_labels.items()),
     }
 
 
@@ -163,6 +208,11 @@ EMPTY_FORM: dict[str, Any] = prefill(RunSpec.model_construct(image=""))  # the s
 
 def run_json(run: RunRecord) -> dict[str, Any]:
     return run.model_dump(mode="json")
+
+
+def engine_views(runner: Runner) -> list[dict[str, Any]]:
+    """The engines as `GET /api/engines` shows them: the panel's first state."""
+    return [handle.view(runner.queued_for(handle)) for handle in runner.engines]
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -192,6 +242,7 @@ def index(request: Request, runner: RunnerDep, identity: ViewerDep) -> HTMLRespo
             "form": form,
             "source": source,
             "copy_error": copy_error,
+            "engines": engine_views(runner),
             # What the identity may do decides what the page shows (the API checks it again).
             "can_start": identity.allows(Role.OPERATOR),
         },

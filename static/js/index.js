@@ -1,12 +1,14 @@
 // The index page: the new-run form (POST /api/runs, errors next to their
-// field) and the runs table, kept live from GET /api/events.
+// field), the engines panel and the runs table, kept live from GET /api/events.
 
 import { formatAbsolute, formatDuration, formatRelative, h, shellJoin } from "./format.js";
 import { csrfHeaders, signInAgain } from "./csrf.js";
+import { EngineList, engineFacts, engineRow, enginesSummary } from "./engines.js";
 import { pageVocabulary } from "./vocabulary.js";
 
 const $ = (id) => document.getElementById(id);
-const { isActive, statusLabel } = pageVocabulary();
+const vocab = pageVocabulary();
+const { isActive, statusLabel } = vocab;
 
 function setText(el, text) {
   if (el && el.textContent !== text) el.textContent = text;
@@ -43,7 +45,7 @@ function showFieldError(field, message) {
     ? [$("f-username"), $("f-password")]
     : [document.getElementById(`f-${name}`)];
   for (const input of inputs) if (input) input.setAttribute("aria-invalid", "true");
-  if (name !== "image" && name !== "command" && name !== "env" && name !== "pull") {
+  if (!["image", "command", "env", "pull", "engine"].includes(name)) {
     form.querySelector("details.advanced").open = true;
   }
   return true;
@@ -106,6 +108,9 @@ function buildRequest() {
     if (value(name)) body[name] = value(name);
   }
   body.pull = $("f-pull").value;
+  if ($("f-engine").value) body.engine = $("f-engine").value; // "": any engine
+  const engineLabels = keyValueLines($("f-engine_labels").value, "engine_labels", errors);
+  if (Object.keys(engineLabels).length) body.engine_labels = engineLabels;
   body.tty = $("f-tty").checked;
   body.auto_remove = $("f-auto_remove").checked;
   for (const name of ["timeout", "cpus", "pids_limit"]) {
@@ -186,6 +191,7 @@ function rowFor(record) {
     h("td", { class: "c-image" }, h("span", { class: "mono", title: record.spec.image, text: record.spec.image })),
     h("td", { class: "c-command" },
       h("code", { title: shellJoin(record.spec.command), text: shellJoin(record.spec.command) })),
+    h("td", { class: "c-engine", text: record.engine || "" }),
     h("td", { class: "c-started" },
       h("time", { datetime: record.created_at, title: formatAbsolute(record.created_at), text: formatRelative(record.created_at) })),
     h("td", { class: "c-by", text: record.created_by || "" }),
@@ -275,6 +281,75 @@ async function refetch() {
   }
 }
 
+// -- the engines panel --------------------------------------------------------------------
+
+const engines = new EngineList(JSON.parse($("engines-data").textContent));
+const enginesBody = $("engines-body");
+
+// Redraw the rows that changed (and the form's engine choice).
+function renderEngines() {
+  const rows = new Map([...enginesBody.rows].map((tr) => [tr.dataset.engine, tr]));
+  let before = null; // rows in the list's order, from the end
+  for (const engine of engines.list.reverse()) {
+    const fresh = engineRow(engine, vocab);
+    const row = rows.get(engine.name);
+    rows.delete(engine.name);
+    if (row && row.isEqualNode(fresh)) {
+      if (row.nextElementSibling !== before) enginesBody.insertBefore(row, before);
+      before = row;
+      continue;
+    }
+    if (row && row.dataset.state !== engine.state) fresh.classList.add("changed");
+    if (row) row.remove();
+    enginesBody.insertBefore(fresh, before);
+    before = fresh;
+  }
+  for (const row of rows.values()) row.remove(); // no longer in the engines file
+  setText($("engines-summary"), enginesSummary(engines.list));
+  syncEngineChoice();
+}
+
+// The form's engine choice: one option per engine, worded with its state.
+// Options are added, never removed: the one chosen (or "Run again"'s) stays.
+function syncEngineChoice() {
+  const select = $("f-engine");
+  if (!select) return;
+  for (const engine of engines.list) {
+    const text = engineFacts(engine, vocab).option;
+    const option = [...select.options].find((o) => o.value === engine.name);
+    if (option) setText(option, text);
+    else select.append(h("option", { value: engine.name, text }));
+  }
+}
+
+// Load (active and queued runs) changes with the runs, which `engine` events
+// do not carry: ask again after run events, one request at a time.
+let enginesFetch = null;
+let enginesAgain = false;
+
+function refetchEngines() {
+  if (enginesFetch) {
+    enginesAgain = true;
+    return;
+  }
+  enginesFetch = (async () => {
+    try {
+      const response = await fetch("/api/engines", { headers: { accept: "application/json" } });
+      if (!response.ok) return;
+      engines.replace((await response.json()).engines);
+      renderEngines();
+    } catch {
+      // the feed's state already says what is wrong
+    }
+  })().finally(() => {
+    enginesFetch = null;
+    if (enginesAgain) {
+      enginesAgain = false;
+      refetchEngines();
+    }
+  });
+}
+
 const feedState = $("feed-state");
 function setFeedState(value) {
   feedState.className = `conn conn-${value}`;
@@ -287,10 +362,21 @@ function follow() {
   feed.onopen = () => {
     setFeedState("live");
     refetch();
+    refetchEngines();
   };
   feed.onerror = () => setFeedState(feed.readyState === EventSource.CLOSED ? "disconnected" : "reconnecting");
-  feed.addEventListener("run", (event) => upsert(JSON.parse(event.data), true));
-  feed.addEventListener("reset", () => refetch());
+  feed.addEventListener("run", (event) => {
+    upsert(JSON.parse(event.data), true);
+    refetchEngines();
+  });
+  feed.addEventListener("engine", (event) => {
+    engines.apply(JSON.parse(event.data));
+    renderEngines();
+  });
+  feed.addEventListener("reset", () => {
+    refetch();
+    refetchEngines();
+  });
   feed.addEventListener("deleted", (event) => {
     const { id } = JSON.parse(event.data);
     tbody.querySelector(`tr[data-run="${CSS.escape(id)}"]`)?.remove();
@@ -316,4 +402,4 @@ function tick() {
 tick();
 setInterval(tick, 1000);
 follow();
-window.pullrun = { runs, refetch };
+window.pullrun = { runs, refetch, engines, refetchEngines };

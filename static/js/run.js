@@ -22,6 +22,7 @@ const state = {
   lastId: snapshot.last_event_id,
   conn: snapshot.done ? "finished" : "connecting",
   notices: snapshot.notices.length,
+  engine: run.engine, // where it was placed (null while queued)
 };
 
 // -- views --------------------------------------------------------------------------
@@ -85,6 +86,8 @@ function renderHeader() {
   setText(badge, statusLabel(status));
   document.title = `${statusLabel(status)} · ${run.spec.image} · ${run.id} - pullrun`;
 
+  setText($("run-engine"), state.engine || "–");
+
   const conn = $("conn-state");
   conn.className = `conn conn-${state.conn}`;
   conn.dataset.state = state.conn;
@@ -124,6 +127,7 @@ const handlers = {
   status(data) {
     state.status = data.status;
     state.statusAt[data.status] = data.at;
+    if ("engine" in data) state.engine = data.engine; // the run left the queue for it
     scheduleHeader();
   },
   pull(data) {

@@ -9,6 +9,7 @@
 export function makeVocabulary(raw) {
   const active = new Set(raw.active);
   const statusLabels = new Map(Object.entries(raw.status_labels));
+  const engineStates = new Map(Object.entries(raw.engine_states));
   return Object.freeze({
     statuses: Object.freeze([...raw.statuses]),
     phases: Object.freeze([...raw.phases]), // the pipeline's phases, in order
@@ -16,6 +17,7 @@ export function makeVocabulary(raw) {
     layerLabels: Object.freeze({ ...raw.layer_labels }), // pull layer state -> label
     isActive: (status) => active.has(status),
     statusLabel: (status) => statusLabels.get(status) ?? String(status ?? ""),
+    engineStateLabel: (state) => engineStates.get(state) ?? String(state ?? ""), // engine health
   });
 }
 

@@ -65,7 +65,10 @@ def test_health_and_readiness(client: httpx.Client) -> None:
 def test_readyz_is_503_when_the_engine_is_unreachable(tmp_path: Path) -> None:
     missing = tmp_path / "no-such.sock"
     with (
-        ServerProcess(tmp_path / "data", env={"DOCKER_HOST": f"unix://{missing}"}) as server,
+        ServerProcess(
+            tmp_path / "data",
+            env={"DOCKER_HOST": f"unix://{missing}", "PULLRUN_PLACEMENT_TIMEOUT": "1"},
+        ) as server,
         server.client() as client,
     ):
         assert client.get("/healthz").status_code == 200
@@ -73,6 +76,11 @@ def test_readyz_is_503_when_the_engine_is_unreachable(tmp_path: Path) -> None:
         assert response.status_code == 503
         error = response.json()["error"]
         assert error["code"] == "engine_unavailable" and error["message"]
+        # The run waits for its engine, says so, and gives up after the
+        # placement timeout.
         run, events = run_to_end(client, image="busybox")
         assert run["status"] == "error"
-        assert events[-1].data["error"]["message"]
+        assert run["error"]["phase"] == "queue"
+        assert "PULLRUN_PLACEMENT_TIMEOUT" in events[-1].data["error"]["message"]
+        notices = [e.data["message"] for e in events if e.type == "notice"]
+        assert any("none of the engines this run may use is up (local)" in n for n in notices)

@@ -1,4 +1,5 @@
-"""Restarts: replay survives, a crash is recovered, a graceful stop ends every run."""
+"""Restarts: replay survives, a crash is recovered (a running run followed
+again), a graceful stop ends every run."""
 
 from __future__ import annotations
 
@@ -92,9 +93,10 @@ def test_graceful_shutdown_cancels_runs_and_every_subscriber_gets_done(
         assert containers_of(docker_api, run["id"]) == []
 
 
-def test_crash_leaves_runs_marked_interrupted_and_containers_removed(
+def test_after_a_crash_a_running_run_is_followed_again_and_can_be_canceled(
     server_factory: ServerFactory, image: str, docker_api: docker.APIClient
 ) -> None:
+    """(Re-attach in all its cases: test_reattach_restart.py.)"""
     server = server_factory()
     data = server.data_dir
     with server.client() as client:
@@ -104,12 +106,14 @@ def test_crash_leaves_runs_marked_interrupted_and_containers_removed(
     server.kill()
     assert len(containers_of(docker_api, run["id"])) == 1
     with server_factory(data).client() as client:
-        record = client.get(run["links"]["self"]).json()
-        assert record["status"] == "error"
-        assert record["error"]["phase"] == "interrupted"
-        events = collect(client, run["links"]["events"], headers={"Last-Event-ID": before[-1].id})
-        assert events[-1].type == "done" and events[-1].data["error"]["phase"] == "interrupted"
+        url = run["links"]["events"]
+        events = collect(client, url, headers={"Last-Event-ID": before[-1].id}, until="notice")
         assert int(events[0].id) == int(before[-1].id) + 1
+        assert events[-1].data["message"] == "pullrun restarted: re-attached to its container"
+        assert client.get(run["links"]["self"]).json()["status"] == "running"
+        assert client.post(f"/api/runs/{run['id']}/cancel").status_code == 202
+        events = collect(client, url, headers={"Last-Event-ID": events[-1].id})
+        assert events[-1].type == "done" and events[-1].data["status"] == "canceled"
         wait_until(
             lambda: containers_of(docker_api, run["id"]) == [],
             f"the restarted server to remove run {run['id']}'s container",

@@ -18,6 +18,9 @@ when a file here is stale (the server changed, the fixture was not rebuilt):
   joiner makes of them; the snapshot's lines after each event.
 - phases.json: the run page's timeline (backend/web/pages.py `timeline()`).
 - format.json: durations and sizes as the templates write them.
+- engines.json: engine objects (backend/engines/pool.py `EngineHandle.view`, as
+  `GET /api/engines` and `engine` events carry them) and how the engines panel
+  words them (backend/web/pages.py `engine_facts`, `engines_summary`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from backend.engines import DockerEngine
+from backend.engines.config import EngineConfig
+from backend.engines.pool import EngineHandle
 from backend.events import encode_event
 from backend.runs.lines import LineAssembler, LogBatch
 from backend.runs.progress import Layer, PullProgress
@@ -437,6 +443,73 @@ def format_fixture() -> dict[str, Any]:
     }
 
 
+# -- engines ---------------------------------------------------------------------------
+
+
+def engine_view(config: dict[str, Any], queued: int = 0, **found: Any) -> dict[str, Any]:
+    """An engine object: `config` as in the engines file, `found` what its health
+    checks found and the runner keeps (state, version, ..., active)."""
+    handle = EngineHandle(EngineConfig(**config), DockerEngine, DockerEngine)
+    for key, value in found.items():
+        setattr(handle, key, value)
+    return handle.view(queued)
+
+
+ENGINES = [
+    engine_view(
+        {"name": "local", "host": "unix:///var/run/docker.sock", "labels": {"zone": "a"}},
+        state="up",
+        version="20.10.24+dfsg1",
+        api_version="1.41",
+        os="linux",
+        arch="amd64",
+        cpus=2,
+        memory=25276502016,
+        active=1,
+        checked_at="2026-11-29T23:40:01.000Z",
+    ),
+    engine_view(
+        {
+            "name": "gpu1",
+            "host": "tcp://10.1.2.3:2376",
+            "labels": {"gpu": "true", "zone": "b"},
+            "max_concurrent_runs": 2,
+        },
+        queued=3,
+        state="down",
+        version="24.0.7",
+        api_version="1.43",
+        os="linux",
+        arch="arm64",
+        cpus=64,
+        memory=1536 * 1024**2,
+        last_error="Error while fetching server API version: ('Connection aborted.', <b>x</b>)",
+        checked_at="2026-11-29T23:40:02.500Z",
+    ),
+    engine_view({"name": "builder", "context": "builder", "max_concurrent_runs": 1}),
+    engine_view(
+        {"name": "old.box_1"},
+        state="up",
+        version="19.03",
+        os="linux",
+        cpus=1,
+        memory=1023,
+        active=4,
+        checked_at="2026-11-29T23:40:03Z",
+    ),
+]
+
+
+def engines_fixture() -> dict[str, Any]:
+    return {
+        "cases": [{"engine": e, "facts": pages.engine_facts(e)} for e in ENGINES],
+        "summaries": [
+            [[e["name"] for e in some], pages.engines_summary(some)]
+            for some in (ENGINES, ENGINES[:1], ENGINES[1:3], [])
+        ],
+    }
+
+
 # -- all -------------------------------------------------------------------------------
 
 
@@ -459,6 +532,7 @@ def build() -> dict[Path, str]:
         files[FIXTURES / "lines.json"] = dump(lines_fixture(scratch))
     files[FIXTURES / "phases.json"] = dump(phases_fixture())
     files[FIXTURES / "format.json"] = dump(format_fixture())
+    files[FIXTURES / "engines.json"] = dump(engines_fixture())
     return files
 
 

@@ -27,7 +27,7 @@ from backend.settings import Settings
 from backend.storage.reader import decode_events
 from backend.web import api
 from backend.web.app import create_app
-from tests.unit.conftest import BASE, bearer, make_token, wait_until
+from tests.unit.conftest import BASE, bearer, events_of, make_token, wait_until
 
 
 @pytest.fixture
@@ -289,17 +289,28 @@ def test_health_and_readiness_with_an_engine_that_answers(client: TestClient) ->
 
 
 def test_readyz_is_503_when_the_engine_is_unreachable(
-    client: TestClient, daemon: FakeDocker
+    client: TestClient, daemon: FakeDocker, settings: Settings
 ) -> None:
     daemon.down = True
     assert client.get("/healthz").status_code == 200
     error = assert_error(client.get("/readyz"), 503, "engine_unavailable")
     assert error["message"] == recorded_errors()["engine-unreachable"]["message"]
-    run = run_to_end(client, image="busybox")
-    assert run["status"] == "error"
-    assert run["error"] == {"phase": "queue", "message": error["message"]}
+    # A run waits for the engine (saying so), and runs once it answers again.
+    run = start(client)
+    wait_until(
+        lambda: any(
+            "waiting for an engine" in e.data.get("message", "")
+            for e in events_of(settings, run["id"])
+            if e.type == "notice"
+        ),
+        "a notice that the run waits for its engine",
+    )
+    assert client.get(f"/api/runs/{run['id']}").json()["status"] == "queued"
     daemon.down = False
     assert client.get("/readyz").status_code == 200
+    ended = finished(client, run["id"])
+    assert ended["status"] == "succeeded", ended["error"]
+    assert ended["engine"] == "local"
 
 
 def test_readyz_tells_anyone_not_signed_in_only_whether_the_engine_answers(

@@ -49,6 +49,7 @@ NEEDS = {
     ("GET", "/api/runs/{run_id}/events"): "viewer",
     ("GET", "/api/events"): "viewer",
     ("GET", "/api/stats"): "viewer",
+    ("GET", "/api/engines"): "viewer",
     ("GET", "/api/me"): "viewer",
     ("POST", "/api/runs"): "operator",
     ("POST", "/api/runs/{run_id}/cancel"): "operator",

@@ -524,6 +524,8 @@ def test_recovery_with_no_room_for_done_still_starts(
     second = Runner(settings, store, RunFeed(boot="b"), loop, daemon)
     try:
         assert second.recover() == [record.id]
+        # (taken up on its engine when its log says it got past its pull)
+        wait_until(lambda: record.id not in second._active, "recovery to end it")
         recovered = second.get(record.id)
         assert recovered.status == RunStatus.ERROR and recovered.error is not None
         assert recovered.error.phase == "interrupted"

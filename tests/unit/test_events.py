@@ -59,6 +59,7 @@ def test_event_types_are_the_documented_names() -> None:
         "run",
         "deleted",
         "reset",
+        "engine",
     }
 
 

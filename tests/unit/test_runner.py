@@ -280,7 +280,7 @@ def test_shutdown_cancels_every_run_each_ends_once_and_no_new_run_is_accepted(
     with pytest.raises(ShuttingDown):
         submit(runner)
     on_loop(loop, runner.shutdown())  # a second call returns once the first is done
-    wait_until(lambda: not any(w.is_alive() for w in runner._workers), "the workers to stop")
+    wait_until(lambda: not runner._dispatcher.is_alive(), "placement to stop")
     assert runner.feed.closed
     on_loop(loop, runner.wait_for_subscribers(1.0))
 
@@ -328,10 +328,8 @@ def test_shutdown_never_starts_a_queued_run(
                 "the canceled running runs to end",
             )
             wait_until(
-                lambda: (
-                    self._active[run_id].claimed or not any(w.is_alive() for w in self._workers)
-                ),
-                "a worker to take the queued run, or every worker to stop",
+                lambda: self._active[run_id].claimed or not self._dispatcher.is_alive(),
+                "the queued run to be placed, or placement to stop",
             )
         return real_cancel(self, run_id, reason)
 
@@ -420,6 +418,9 @@ def test_recover_ends_the_runs_a_crash_left_unfinished(
     try:
         recovered = runner.recover()
         assert sorted(recovered) == sorted([running_.id, ended_.id, torn.id])
+        # Its container was created, never started: taken up on the engine
+        # (runs/reattach.py), where its start turns out to have been cut.
+        wait_until(lambda: running_.id not in runner._active, "recovery to end the running run")
         for run in (running_, torn):
             record = store.get(run.id)
             assert record is not None
