@@ -55,6 +55,12 @@ class EngineConfig(BaseModel):
         scheme = value.partition("://")[0] if "://" in value else ""
         if scheme not in SCHEMES:
             raise ValueError(f"must start with one of {', '.join(s + '://' for s in SCHEMES)}")
+        parts = urlsplit(value)
+        if parts.password is not None or parts.query or parts.fragment:
+            # It would be shown in /api/engines and in the engine's own errors.
+            raise ValueError(
+                "must not carry a password or a query: use ssh keys (the ssh agent) or tls_* files"
+            )
         return value
 
     @field_validator("labels")
@@ -83,11 +89,22 @@ class EngineConfig(BaseModel):
         uses_tls = self.tls_ca or self.tls_cert
         if uses_tls and not (self.host or "").startswith(("tcp://", "https://")):
             raise ValueError("tls_* need a tcp:// host")
+        if (self.host or "").startswith("tcp://") and not uses_tls and self.tls_verify:
+            # The docker CLI would talk plain HTTP here: anyone on the path
+            # could drive the engine. Unencrypted only when asked for.
+            raise ValueError(
+                "a tcp:// host needs tls_ca (and tls_cert/tls_key for a client "
+                "certificate); tls_verify = false allows an unencrypted connection"
+            )
         return self
 
     @property
     def uses_tls(self) -> bool:
         return bool(self.tls_ca or self.tls_cert)
+
+    def scrub(self, text: str) -> str:
+        """`text` (an error of the engine's client) with the host as the public form."""
+        return text.replace(self.host, self.public_host()) if self.host else text
 
     def public_host(self) -> str:
         """Where it is, for answers and logs: no user, password or query."""

@@ -681,6 +681,11 @@ class FakeProbe:
         self._answering()
         return {**recorded_info(), **self.daemon.info_overrides}
 
+    def image_present(self, image: str) -> bool:
+        self._answering()
+        with self.daemon._cond:
+            return normalize(image) in self.daemon.images
+
     def close(self) -> None:
         pass
 

@@ -152,7 +152,7 @@ class EnginePool:
                 info = engine.info()
         except Exception as exc:
             handle.state = DOWN
-            handle.last_error = engine_message(exc)
+            handle.last_error = handle.config.scrub(engine_message(exc))
         else:
             handle.state = UP
             handle.last_error = None
@@ -209,11 +209,11 @@ class EnginePool:
             self.check(handle)
 
     def stop(self) -> None:
+        """Stop checking. Not joined: a check hung on an unreachable host must
+        not hold up a shutdown (the threads are daemons and end after it)."""
         self._stop.set()
         for handle in self.handles.values():
             handle.wake.set()
-        for thread in self._threads:
-            thread.join(10)
 
 
 def _str(value: Any) -> str | None:

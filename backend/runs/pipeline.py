@@ -96,6 +96,10 @@ class RunPipeline:
         self._engine_factory = engine_factory
         self.record.engine = engine_name
 
+    @property
+    def cancel_reason(self) -> str | None:
+        return self._cancel_reason
+
     def unassign(self) -> None:
         """Back to the queue (`Unplaced`): no engine yet."""
         self._engine_name = None

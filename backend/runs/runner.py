@@ -357,7 +357,7 @@ class Runner:
 
     def _has_image(self, handle: EngineHandle, image: str) -> bool:
         try:
-            with handle.factory() as engine:
+            with handle.probe() as engine:  # a short timeout: placement waits for it
                 return engine.image_present(image)
         except Exception:
             return False
@@ -372,8 +372,10 @@ class Runner:
         if not active.stranded_notice:
             active.stranded_notice = True
             message = f"waiting for an engine: none of the engines this run may use is up ({names})"
-            with contextlib.suppress(DiskFull):
-                active.pipeline.events.append(EventType.NOTICE, {"message": message})
+            with self._lock:
+                if not active.claimed:  # (a cancel may have ended it just now)
+                    with contextlib.suppress(DiskFull, RuntimeError):
+                        active.pipeline.events.append(EventType.NOTICE, {"message": message})
         if now - active.stranded_since < self.settings.placement_timeout:
             return
         with self._lock:
@@ -399,8 +401,15 @@ class Runner:
             active.pipeline.unassign()
             self.engines.check(handle)
             with self._lock:
-                active.claimed = False
-                self._queue.appendleft(run_id)
+                # A cancel (or shutdown) that came meanwhile found it claimed and
+                # only told the pipeline: end it now instead of queueing it.
+                requeue = active.pipeline.cancel_reason is None and not self._closing
+                if requeue:
+                    active.claimed = False
+                    self._queue.appendleft(run_id)
+            if not requeue:
+                active.pipeline.cancel(active.pipeline.cancel_reason or SHUTDOWN_REASON)
+                self._run_pipeline(run_id, active)
         finally:
             with self._lock:
                 handle.active -= 1
@@ -477,7 +486,6 @@ class Runner:
             self._closing = True
             run_ids = list(self._active)
             self._work.notify_all()
-        await asyncio.to_thread(self.engines.stop)
         if not first:
             await self._shut.wait()
             return
@@ -488,6 +496,7 @@ class Runner:
         for active in list(self._active.values()):
             remaining = max(0.0, deadline - self._loop.time())
             await asyncio.to_thread(active.finished.wait, remaining)
+        self.engines.stop()
         await asyncio.to_thread(self.retention.stop)
         await asyncio.to_thread(self._save_unsaved)
         self.feed.close()

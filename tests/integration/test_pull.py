@@ -8,7 +8,7 @@ import httpx
 from tests.support.runs import containers_of, remove_image, run_to_end, start
 from tests.support.server import ServerFactory, ServerProcess
 from tests.support.throttle_proxy import ThrottleProxy
-from tests.support.wait import collect
+from tests.support.wait import collect, wait_for_status
 
 RATE = 2 * 1024 * 1024  # the layers image is ~6 MiB: about 3 s of real Downloading
 
@@ -154,4 +154,32 @@ def test_stalled_pull_is_abandoned(
     assert done["status"] == "error"
     assert done["error"]["phase"] == "pull"
     assert "no pull progress for 3s" in done["error"]["message"]
+    assert any(e.type == "pull" for e in events)
+
+
+def test_a_registry_that_goes_away_mid_pull_ends_the_run_in_pull_with_its_message(
+    server_factory: ServerFactory, registry: str, docker_api: docker.APIClient
+) -> None:
+    """The registry (here a proxy in front of it) dies while layers download:
+    the engine retries, then gives up inside the 200 stream; the run ends with
+    `error`, phase `pull`, and the engine's words about the registry."""
+    server = server_factory(pull_stall_timeout=120)
+    with (
+        ThrottleProxy(registry, rate=RATE, stall_after=1024 * 1024) as proxy,
+        server.client() as client,
+    ):
+        ref = f"{proxy.address}/pullrun/layers:latest"
+        remove_image(docker_api, ref)
+        try:
+            record = start(client, image=ref, pull="always")
+            wait_for_status(client, record["id"], "pulling")
+            proxy.stop()  # gone: open connections cut, new ones refused
+            events = collect(client, record["links"]["events"])
+        finally:
+            remove_image(docker_api, ref)
+    done = events[-1].data
+    assert done["status"] == "error", done
+    assert done["error"]["phase"] == "pull"
+    message = done["error"]["message"]
+    assert proxy.address.split(":")[-1] in message or "connection" in message.lower(), message
     assert any(e.type == "pull" for e in events)

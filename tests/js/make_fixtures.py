@@ -472,6 +472,7 @@ ENGINES = [
         {
             "name": "gpu1",
             "host": "tcp://10.1.2.3:2376",
+            "tls_verify": False,  # (no TLS files in a fixture)
             "labels": {"gpu": "true", "zone": "b"},
             "max_concurrent_runs": 2,
         },
