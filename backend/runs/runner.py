@@ -512,7 +512,8 @@ class Runner:
         """After a crash (or a kill), every run left unfinished; their ids.
 
         One whose log has its `done` gets its record back from it; one still
-        queued or pulling ends `error`/`interrupted` here; the others are taken
+        queued waits in the queue again (unless it has `secret_env`, whose
+        values are gone); one pulling ends `error`/`interrupted` here; the others are taken
         up again on their engines (runs/reattach.py: re-attached to their
         containers, or their exits recorded, or `interrupted` when their create
         or start was cut), each holding a slot of its engine as a placed run does.
@@ -557,6 +558,9 @@ class Runner:
                     take_up(record, events, recorded)
                     continue
                 was = recorded.was
+                if was == RunStatus.QUEUED.value and not record.spec.secret_env:
+                    self._queue_again(record, events)
+                    continue
             record.finished_at = record.finished_at or now_rfc3339()
             if done is not None:
                 # It ended (its log says how) but the crash came before the save.
@@ -566,10 +570,11 @@ class Runner:
                 record.error = RunError(**done["error"]) if done["error"] else None
                 record.last_event_id = events.last_id
             else:
+                message = f"the server stopped while this run was {was}"
+                if was == RunStatus.QUEUED.value:  # (queued again, but for its secrets)
+                    message += ": the values of its secret_env are never kept, so it cannot start"
                 record.status = RunStatus.ERROR
-                record.error = RunError(
-                    phase=Phase.INTERRUPTED, message=f"the server stopped while this run was {was}"
-                )
+                record.error = RunError(phase=Phase.INTERRUPTED, message=message)
                 try:
                     record.last_event_id = events.append(EventType.DONE, done_data(record))
                 except DiskFull as exc:
@@ -583,6 +588,19 @@ class Runner:
         if cut:
             threading.Thread(target=self._remove_containers, args=(cut,), daemon=True).start()
         return recovered
+
+    def _queue_again(self, record: RunRecord, events: EventLog) -> None:
+        """A run the restart caught in the queue waits again, in its old order
+        (nothing of it ran anywhere). Its `registry_auth`, never kept, is gone."""
+        pipeline = RunPipeline(record, events, self.settings, save=self._save)
+        pipeline.on_unreachable = self.engines.suspect
+        message = "pullrun restarted: the run is queued again"
+        with contextlib.suppress(DiskFull):
+            record.last_event_id = events.append(EventType.NOTICE, {"message": message})
+        with self._lock:
+            self._active[record.id] = ActiveRun(pipeline)
+            self._queue.append(record.id)
+            self._changed()
 
     def _remove_containers(self, records: list[RunRecord]) -> None:
         """Containers of runs ended while queued or pulling: there should be

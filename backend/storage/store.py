@@ -109,7 +109,8 @@ class RunStore:
     def unfinished(self) -> list[RunRecord]:
         with self._lock:
             rows = self._db.execute(
-                f"SELECT record FROM runs WHERE status NOT IN ({','.join('?' * len(_TERMINAL))})",
+                f"SELECT record FROM runs WHERE status NOT IN ({','.join('?' * len(_TERMINAL))}) "
+                "ORDER BY seq",
                 _TERMINAL,
             ).fetchall()
         return [RunRecord.model_validate_json(row[0]) for row in rows]

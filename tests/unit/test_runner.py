@@ -540,3 +540,41 @@ def test_every_accepted_run_ends_with_one_done_matching_its_record(
         events = events_of(runner.settings, record.id)
         assert [e.type for e in events].count(EventType.DONE) == 1
     assert daemon.engines_open == 0
+
+
+def test_a_run_the_restart_caught_in_the_queue_is_queued_again(
+    settings: Settings, daemon: FakeDocker, loop: asyncio.AbstractEventLoop
+) -> None:
+    settings.events_dir.mkdir(parents=True)
+    store = RunStore(settings.db_path)
+    at = {"at": now_rfc3339()}
+    first, second = (
+        stored_run(
+            settings, store, loop, RunStatus.QUEUED, [("status", {"status": "queued", **at})]
+        )
+        for _ in range(2)
+    )
+    secret = stored_run(
+        settings, store, loop, RunStatus.QUEUED, [("status", {"status": "queued", **at})]
+    )
+    secret.spec.secret_env = {"TOKEN": "***"}
+    store.save(secret)
+    store.close()
+
+    store = RunStore(settings.db_path)
+    runner = Runner(settings, store, RunFeed(boot="after"), loop, daemon)
+    try:
+        assert runner.recover() == [first.id, second.id, secret.id]
+        for run in (first, second):
+            record = ended(runner, run.id)
+            assert record.status == RunStatus.SUCCEEDED, record.error
+            notices = [e.data["message"] for e in events_of(settings, run.id) if e.type == "notice"]
+            assert notices == ["pullrun restarted: the run is queued again"]
+        assert created_runs(daemon) == [first.id, second.id]
+        record = ended(runner, secret.id)
+        assert record.status == RunStatus.ERROR and record.error is not None
+        assert record.error.phase == Phase.INTERRUPTED
+        assert "secret_env are never kept" in record.error.message
+    finally:
+        on_loop(loop, runner.shutdown())
+        store.close()
