@@ -4,7 +4,7 @@
 #
 #   make install     Debian packages (chromium, ...) and .venv with pip install -e '.[dev]'
 #   make provision   Docker engine + registries on 127.0.0.1:5000-5002 + test images
-#   make engines     provision, plus engines 2 (unix) and 3 (tcp+TLS) for the placement tests and bench
+#   make engines     provision, plus engines 2 (unix) and 3 (tcp+TLS) and a two-node swarm (scripts/swarm.sh) for the tests and bench
 #   make run         provision, then `pullrun serve` (RUN_ARGS='--port 9000', or PULLRUN_* env)
 #   make lint        ruff (check and format) + mypy
 #   make test        install, provision, lint, the JS tests, then pytest (PYTEST_ARGS='-k pull -x')
@@ -40,6 +40,7 @@ provision:
 
 engines: provision
 	scripts/engines.sh
+	scripts/swarm.sh
 
 run: install provision
 	@echo "sample image: 127.0.0.1:5000/pullrun/busybox:latest"
@@ -70,6 +71,7 @@ bench: install engines
 
 stop:
 	scripts/registry.sh stop
+	scripts/swarm.sh stop
 	scripts/engines.sh stop
 	scripts/engine.sh stop
 

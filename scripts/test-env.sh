@@ -21,3 +21,9 @@ export PULLRUN_TEST_BROKEN_REGISTRY=127.0.0.1:5002
 # in PULLRUN_TEST_ENGINE3_TLS_DIR: ca.pem, cert.pem, key.pem). Their pidfiles
 # name their dockerd; `$PULLRUN_TEST_ENGINES_SCRIPT start 2` brings engine 2 back.
 eval "$("$(dirname "${BASH_SOURCE[0]}")/engines.sh" env)"
+#
+# A two-node swarm (scripts/swarm.sh): PULLRUN_TEST_SWARM_HOST is the manager's
+# socket (swarm on 127.0.0.1:23770), PULLRUN_TEST_SWARM_WORKER_HOST the worker's
+# engine; nodes are labelled pullrun.node=swarm1 / swarm2 (same hostname).
+# `$PULLRUN_TEST_SWARM_SCRIPT` brings a stopped or killed node back.
+eval "$("$(dirname "${BASH_SOURCE[0]}")/swarm.sh" env)"

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engines import Engine, OutputStream, engine_message, unreachable
-from ..engines.frames import STDERR, FrameDecoder
+from ..engines.frames import FrameDecoder
 from ..errors import PipelineError
 from ..events import EventType
 from ..models import PHASE_STATUS, PIPELINE_PHASES, Phase, RunError, RunRecord, RunStatus
@@ -41,7 +41,7 @@ from ..storage.eventlog import EventLog
 from ..storage.reader import read_events
 from .lines import LineAssembler, LogBatch
 from .pipeline import RunPipeline, Unplaced
-from .relay import OutputCounts, OutputRelay
+from .relay import OutputRelay, stream_pieces
 
 DROPPING = "output past max_log_bytes"  # the relay's notice when it starts dropping
 PHASE_OF_STATUS = {status.value: phase for phase, status in PHASE_STATUS.items()}
@@ -211,13 +211,6 @@ class KeptLines:
         return "\ufffd" in last and line.decode(errors="replace") in (last, last + "\r")
 
 
-def stream_pieces(chunk: bytes, frames: FrameDecoder, tty: bool) -> list[tuple[str, bytes]]:
-    """(stream name, bytes) of a chunk of an attach or logs stream."""
-    if tty:
-        return [("tty", chunk)]
-    return [("stderr" if sid == STDERR else "stdout", data) for sid, data in frames.feed(chunk)]
-
-
 def count_kept(stream: OutputStream, recorded: Recorded, tty: bool) -> dict[str, KeptLines]:
     """Read a (not followed) engine log to its end, counting it per stream."""
     kept = {name: KeptLines(s.last, s.complete) for name, s in recorded.streams.items()}
@@ -382,37 +375,20 @@ class ResumedRelay(OutputRelay):
             settings.partial_line_delay, recorded.last_number, opened
         )
 
-    def run(self, output: OutputStream, *, tty: bool) -> OutputCounts:
-        """OutputRelay.run, each stream's bytes through its skip first."""
-        assembler = self._assembler
-        assert assembler is not None
-        self._emit(self._closing)
-        frames = FrameDecoder()
-        while True:
-            deadline = assembler.next_deadline()
-            timeout = None if deadline is None else deadline - time.monotonic()
-            chunk = output.read(timeout)
-            now = time.monotonic()
-            if chunk is None:
-                self._emit(assembler.flush_due(now))
-                continue
-            if not chunk:
-                break
-            batches: list[LogBatch] = []
-            for name, data in stream_pieces(chunk, frames, tty):
-                self._raw_bytes += len(data)
-                skip = self._skips.get(name)
-                rest = skip.feed(data) if skip is not None else data
-                if rest:
-                    batches.extend(assembler.feed(name, rest, now))
-            batches.extend(assembler.flush_due(now))
-            self._emit(batches)
+    def _start(self) -> LineAssembler:
+        assert self._assembler is not None
+        self._emit(self._closing)  # open lines that cannot go on are ended first
+        return self._assembler
+
+    def _new_bytes(self, stream: str, data: bytes) -> bytes:
+        skip = self._skips.get(stream)
+        return skip.feed(data) if skip is not None else data
+
+    def _end(self, assembler: LineAssembler) -> None:
         for name, skip in self._skips.items():
             rest, _ = skip.finish()
             if rest:
                 self._emit(assembler.feed(name, rest, time.monotonic()))
-        self._emit(assembler.finish())
-        return self.counts
 
 
 class NoOutput:

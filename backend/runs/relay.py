@@ -35,6 +35,13 @@ def _text_bytes(lines: list[str], partial: bool) -> int:
     return len("\n".join(lines).encode()) + (0 if partial else 1)
 
 
+def stream_pieces(chunk: bytes, frames: FrameDecoder, tty: bool) -> list[tuple[str, bytes]]:
+    """(stream name, bytes) of a chunk of an attach or logs stream."""
+    if tty:
+        return [("tty", chunk)]
+    return [("stderr" if sid == STDERR else "stdout", data) for sid, data in frames.feed(chunk)]
+
+
 class OutputRelay:
     def __init__(self, events: EventLog, settings: Settings) -> None:
         self.events = events
@@ -48,7 +55,7 @@ class OutputRelay:
 
     def run(self, output: OutputStream, *, tty: bool) -> OutputCounts:
         """Relay until the stream ends; flush the last, unterminated lines."""
-        assembler = self._assembler = LineAssembler(self.settings.partial_line_delay)
+        assembler = self._start()
         frames = FrameDecoder()
         while True:
             deadline = assembler.next_deadline()
@@ -61,18 +68,29 @@ class OutputRelay:
             if not chunk:
                 break
             batches: list[LogBatch] = []
-            if tty:
-                self._raw_bytes += len(chunk)
-                batches = assembler.feed("tty", chunk, now)
-            else:
-                for stream_id, payload in frames.feed(chunk):
-                    self._raw_bytes += len(payload)
-                    name = "stderr" if stream_id == STDERR else "stdout"
+            for name, payload in stream_pieces(chunk, frames, tty):
+                self._raw_bytes += len(payload)
+                payload = self._new_bytes(name, payload)
+                if payload:
                     batches.extend(assembler.feed(name, payload, now))
             batches.extend(assembler.flush_due(now))
             self._emit(batches)
+        self._end(assembler)
         self._emit(assembler.finish())
         return self.counts
+
+    # Hooks of a relay that goes on from a run's log (runs/reattach.py).
+
+    def _start(self) -> LineAssembler:
+        self._assembler = LineAssembler(self.settings.partial_line_delay)
+        return self._assembler
+
+    def _new_bytes(self, stream: str, data: bytes) -> bytes:
+        """What of a stream's bytes is new (all of it here)."""
+        return data
+
+    def _end(self, assembler: LineAssembler) -> None:
+        """The stream ended: before the last lines are flushed."""
 
     @property
     def counts(self) -> OutputCounts:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from tests.browser.helpers import (
 from tests.support.engines import write_engines_file
 from tests.support.runs import gate, open_gate, run_to_end, start
 from tests.support.server import ServerFactory, ServerProcess
+from tests.support.unix_proxy import UnixProxy
 from tests.support.wait import TERMINAL, wait_for_status
 
 BASE_IMAGE = "pullrun/busybox:base"
@@ -110,46 +109,6 @@ def test_engines_panel_the_engine_column_and_the_engine_choice(
     screenshot(page, "index-engines")
 
 
-class SocketForwarder:
-    """A unix socket at `path` that forwards every connection to `target`: an
-    engine that starts answering when the test says so."""
-
-    def __init__(self, path: Path, target: str) -> None:
-        self.path = path
-        self.target = target
-        self.listener = socket.socket(socket.AF_UNIX)
-        self.sockets: list[socket.socket] = [self.listener]
-
-    def start(self) -> None:
-        self.listener.bind(str(self.path))
-        self.listener.listen(16)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.socket(socket.AF_UNIX)
-            upstream.connect(self.target)
-            self.sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-            sink.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        for sock in self.sockets:
-            with contextlib.suppress(OSError):
-                sock.close()
-
-
 @contextlib.contextmanager
 def signed_in(browser: Browser, server: ServerProcess) -> Iterator[BrowserContext]:
     """A browser context of this server (not the shared one), signed in."""
@@ -170,8 +129,8 @@ def open_page(context: BrowserContext, problems: PageProblems) -> Page:
 
 
 @contextlib.contextmanager
-def forwarder(path: Path, target: str) -> Iterator[SocketForwarder]:
-    fwd = SocketForwarder(path, target)
+def forwarder(path: Path, target: str) -> Iterator[UnixProxy]:
+    fwd = UnixProxy(path, target)
     try:
         yield fwd
     finally:

@@ -562,7 +562,8 @@ def test_a_run_the_restart_caught_in_the_queue_is_queued_again(
     store.close()
 
     store = RunStore(settings.db_path)
-    runner = Runner(settings, store, RunFeed(boot="after"), loop, daemon)
+    one_at_a_time = settings.model_copy(update={"max_concurrent_runs": 1})
+    runner = Runner(one_at_a_time, store, RunFeed(boot="after"), loop, daemon)
     try:
         assert runner.recover() == [first.id, second.id, secret.id]
         for run in (first, second):
