@@ -21,6 +21,13 @@ from .reference import validate_reference
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLATFORM = re.compile(r"[a-z0-9_]+(/[a-z0-9_]+(/[a-z0-9_.]+)?)?")
 _ENGINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+# What swarmkit accepts: `node.id|hostname|role|platform.os|platform.arch`,
+# `node.labels.<key>`, `engine.labels.<key>`, then == or !=, then a value.
+CONSTRAINT = re.compile(
+    r"(node\.(id|hostname|role|platform\.os|platform\.arch|labels\.[A-Za-z0-9_.-]{1,128})"
+    r"|engine\.labels\.[A-Za-z0-9_.-]{1,128}) ?(==|!=) ?[A-Za-z0-9_.:/-]{1,256}"
+)
+MAX_CONSTRAINTS = 16
 _MEMORY = re.compile(r"(\d+)\s*([bkmg]?)b?", re.IGNORECASE | re.ASCII)
 _MEMORY_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 MIN_MEMORY = 6 * 1024 * 1024  # the engine's own minimum
@@ -192,6 +199,11 @@ class RunSpec(BaseModel):
         default_factory=dict,
         description="Run only on an engine that has all of these labels (engines file).",
     )
+    constraints: list[str] = Field(
+        default_factory=list,
+        description="Swarm placement constraints (`node.labels.pool==batch`): the run goes to "
+        "a swarm engine, whose cluster places it on a node that meets them all.",
+    )
 
     @field_validator("image")
     @classmethod
@@ -355,6 +367,19 @@ class RunCreate(RunSpec):
         _check_map(value, "labels", MAX_LABELS, MAX_KEY_LENGTH, MAX_LABEL_VALUE_LENGTH)
         return value
 
+    @field_validator("constraints")
+    @classmethod
+    def _constraints(cls, value: list[str]) -> list[str]:
+        if len(value) > MAX_CONSTRAINTS:
+            raise ValueError(f"at most {MAX_CONSTRAINTS} constraints")
+        for constraint in value:
+            if not CONSTRAINT.fullmatch(constraint):
+                raise ValueError(
+                    f"{_show(constraint)} is not a swarm constraint: "
+                    "node.<attribute> or engine.labels.<key>, == or !=, then a value"
+                )
+        return value
+
     @field_validator("engine")
     @classmethod
     def _engine_name(cls, value: str | None) -> str | None:
@@ -411,6 +436,9 @@ class RunRecord(BaseModel):
     spec: RunSpec
     image_digest: str | None = None
     engine: str | None = Field(None, description="The engine the run was placed on.")
+    node: str | None = Field(
+        None, description="On a swarm engine: the node the cluster placed the run's task on."
+    )
     container_id: str | None = None
     created_at: str
     created_by: str | None = Field(
@@ -429,6 +457,20 @@ class RunRecord(BaseModel):
     dropped_bytes: int = 0
     last_event_id: int = 0
     links: RunLinks
+
+
+class NodeView(BaseModel):
+    """A node of a swarm engine."""
+
+    name: str
+    role: str = Field(description="`manager` or `worker`")
+    state: str = Field(description="`ready`, `down`, ...")
+    availability: str = Field(description="`active`, `pause` or `drain`")
+    os: str | None = None
+    arch: str | None = None
+    cpus: float | None = None
+    memory: int | None = None
+    pullrun_tasks: int = Field(description="Tasks of pullrun's runs running there")
 
 
 class EngineView(BaseModel):
@@ -450,6 +492,9 @@ class EngineView(BaseModel):
     queued_runs: int = Field(description="Runs waiting that this engine could take")
     last_error: str | None = Field(None, description="Why it is down")
     checked_at: str | None = Field(None, description="Its last health check")
+    nodes: list[NodeView] | None = Field(
+        None, description="A swarm's nodes (kind `swarm`); null for a single engine"
+    )
 
 
 class EngineList(BaseModel):

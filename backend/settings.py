@@ -133,6 +133,11 @@ class Settings(BaseSettings):
         default_factory=lambda: ["pullrun.*", "traefik.*", "caddy*", "com.docker.*"],
         description="Label keys runs may not set: patterns, matched without regard to case.",
     )
+    allowed_constraints: StrList = Field(
+        default_factory=lambda: ["*"],
+        description="Swarm placement constraints a run may add (`constraints`): patterns "
+        "matched against each constraint as written (`node.labels.pool==*`); none: refused.",
+    )
     lend_server_credentials: bool | None = Field(
         None,
         description="Lend the server's own registry credentials (its docker config) to pulls "
@@ -182,6 +187,7 @@ class Settings(BaseSettings):
         "trusted_proxies",
         "allowed_images",
         "denied_labels",
+        "allowed_constraints",
         "allowed_hosts",
         "allowed_origins",
         mode="before",

@@ -15,7 +15,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..models import CONSTRAINT
+
 LOCAL = "local"
+PREFERENCE = re.compile(r"spread=(node|engine)\.[A-Za-z0-9_.-]{1,128}")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 SCHEMES = ("unix", "tcp", "ssh", "npipe", "http", "https")
 MAX_ENGINES = 64
@@ -30,7 +33,7 @@ class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    kind: Literal["docker"] = "docker"
+    kind: Literal["docker", "swarm"] = "docker"
     host: str | None = Field(None, description="unix://, tcp:// or ssh:// (none: DOCKER_HOST)")
     context: str | None = Field(None, description="a docker CLI context, instead of host")
     tls_ca: Path | None = None
@@ -39,6 +42,10 @@ class EngineConfig(BaseModel):
     tls_verify: bool = True
     labels: dict[str, str] = Field(default_factory=dict)
     max_concurrent_runs: int = Field(4, ge=1, le=1024)
+    # kind = "swarm": applied to every run's service (docker service create
+    # --constraint / --placement-pref spread=...).
+    placement_constraints: list[str] = Field(default_factory=list, max_length=32)
+    placement_preferences: list[str] = Field(default_factory=list, max_length=8)
 
     @field_validator("name")
     @classmethod
@@ -73,6 +80,22 @@ class EngineConfig(BaseModel):
                 raise ValueError(f"label {key[:40]!r}: keys 1-128 and values up to 256 characters")
         return value
 
+    @field_validator("placement_constraints")
+    @classmethod
+    def _constraints(cls, value: list[str]) -> list[str]:
+        for constraint in value:
+            if not CONSTRAINT.fullmatch(constraint):
+                raise ValueError(f"{constraint[:80]!r} is not a swarm constraint")
+        return value
+
+    @field_validator("placement_preferences")
+    @classmethod
+    def _preferences(cls, value: list[str]) -> list[str]:
+        for preference in value:
+            if not PREFERENCE.fullmatch(preference):
+                raise ValueError(f"{preference[:80]!r}: only spread=node.labels.<key> (or node.*)")
+        return value
+
     @field_validator("tls_ca", "tls_cert", "tls_key")
     @classmethod
     def _readable(cls, value: Path | None) -> Path | None:
@@ -84,6 +107,8 @@ class EngineConfig(BaseModel):
     def _consistent(self) -> EngineConfig:
         if self.host and self.context:
             raise ValueError("give host or context, not both")
+        if self.kind != "swarm" and (self.placement_constraints or self.placement_preferences):
+            raise ValueError('placement_constraints and placement_preferences need kind = "swarm"')
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
         uses_tls = self.tls_ca or self.tls_cert

@@ -43,6 +43,7 @@ class EngineHandle:
     memory: int | None = None
     last_error: str | None = None
     checked_at: str | None = None
+    nodes: list[dict[str, Any]] | None = None  # a swarm's, from its last check
     # Kept by the runner, under its lock.
     active: int = 0
     placed_seq: int = 0  # when it last took a run: ties go round robin
@@ -93,6 +94,7 @@ class EngineHandle:
             "queued_runs": queued,
             "last_error": self.last_error,
             "checked_at": self.checked_at,
+            "nodes": self.nodes,
         }
 
 
@@ -150,6 +152,8 @@ class EnginePool:
             with handle.probe() as engine:
                 version = engine.version()
                 info = engine.info()
+                nodes_of = getattr(engine, "nodes", None)
+                nodes = nodes_of() if handle.config.kind == "swarm" and nodes_of else None
         except Exception as exc:
             handle.state = DOWN
             handle.last_error = handle.config.scrub(engine_message(exc))
@@ -162,6 +166,7 @@ class EnginePool:
             handle.arch = _str(version.get("Arch"))
             handle.cpus = _int(info.get("NCPU"))
             handle.memory = _int(info.get("MemTotal"))
+            handle.nodes = nodes
         handle.checked_at = now_rfc3339()
         after = (handle.state, handle.version, handle.os, handle.arch, handle.cpus)
         if after != before:

@@ -12,7 +12,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..engines import DockerEngine, Engine, EngineFactory, PullStream, engine_message, unreachable
+from ..engines import (
+    DockerEngine,
+    Engine,
+    EngineConfig,
+    EngineFactory,
+    PullStream,
+    engine_message,
+    unreachable,
+)
 from ..engines.protocol import OutputStream
 from ..errors import DiskFull, EngineUnavailable, PipelineError
 from ..events import EventType, now_rfc3339
@@ -73,6 +81,13 @@ class RunPipeline:
         self._secret_env = dict(secret_env or {})
         self._engine_factory = engine_factory
         self._engine_name: str | None = None
+        self._engine_kind = "docker"
+        self.engine_config: EngineConfig | None = None
+        # How a cancel or a timeout stops what runs: the container (SIGTERM, then
+        # SIGKILL); on a swarm the flow removes the service instead.
+        self.stop_action: Callable[[Engine, str], None] = lambda engine, target: engine.stop(
+            target, STOP_GRACE
+        )
         # Told of a failure that may mean the engine went away (its health check).
         self.on_unreachable: Callable[[str], None] | None = None
         self._save = save
@@ -90,9 +105,13 @@ class RunPipeline:
         self._exited = False
         self._disk_full = False  # its log could not be written: stop the container
 
-    def assign(self, engine_name: str, engine_factory: EngineFactory) -> None:
+    def assign(
+        self, engine_name: str, engine_factory: EngineFactory, config: EngineConfig | None = None
+    ) -> None:
         """Placed: the run goes to this engine (before `execute`)."""
         self._engine_name = engine_name
+        self.engine_config = config
+        self._engine_kind = config.kind if config is not None else "docker"
         self._engine_factory = engine_factory
         self.record.engine = engine_name
 
@@ -104,6 +123,10 @@ class RunPipeline:
         """Back to the queue (`Unplaced`): no engine yet."""
         self._engine_name = None
         self.record.engine = None
+
+    def registry_auth(self) -> dict[str, str] | None:
+        """This run's registry credentials for the engine (never kept)."""
+        return self._auth.model_dump(exclude_none=True) if self._auth else None
 
     def fail_queued(self, message: str) -> None:
         """No engine took it: `execute` ends it at once with `error` phase queue."""
@@ -151,7 +174,7 @@ class RunPipeline:
             def stop() -> None:
                 try:
                     with self._engine_factory() as engine:
-                        engine.stop(container_id, STOP_GRACE)
+                        self.stop_action(engine, container_id)
                 except Exception as exc:  # the run goes on to its wait either way
                     log.warning("stopping %s failed: %s", container_id[:12], exc)
 
@@ -181,7 +204,12 @@ class RunPipeline:
                 if placed and unreachable(exc):
                     raise Unplaced(self._engine_error(exc)) from exc
                 raise
-            status = self._run(engine)
+            if self._engine_kind == "swarm":
+                from .swarm import run_on_swarm  # (it builds on this module)
+
+                status = run_on_swarm(self, engine)
+            else:
+                status = self._run(engine)
         except Unplaced:
             raise
         except Canceled as exc:
@@ -308,9 +336,10 @@ class RunPipeline:
                 return  # it ended on its own as the timer fired
             self._timed_out = True
             timeout = self.record.spec.timeout or self.settings.default_timeout
+            stopping = "its service" if self._engine_kind == "swarm" else "the container"
             self.events.append(
                 EventType.NOTICE,
-                {"message": f"timeout of {timeout:g}s reached: stopping the container"},
+                {"message": f"timeout of {timeout:g}s reached: stopping {stopping}"},
             )
         self._stop_container_async(container_id)
 

@@ -21,6 +21,8 @@ def selected(handle: EngineHandle, spec: RunSpec) -> bool:
     """Whether the run's choice (name, labels) allows this engine at all."""
     if spec.engine is not None and handle.name != spec.engine:
         return False
+    if spec.constraints and handle.config.kind != "swarm":
+        return False  # only a swarm's cluster can meet them
     labels = handle.config.labels
     return all(labels.get(key) == value for key, value in spec.engine_labels.items())
 
@@ -30,6 +32,8 @@ def fits(handle: EngineHandle, spec: RunSpec) -> bool | None:
     None while the engine was never reached."""
     if handle.os is None:
         return None
+    if handle.config.kind == "swarm":
+        return True  # its nodes differ: the cluster decides (the run may wait there)
     if spec.platform and not handle.platform_matches(spec.platform):
         return False
     if spec.cpus is not None and handle.cpus is not None and spec.cpus > handle.cpus:
@@ -50,6 +54,15 @@ def check_placeable(pool: EnginePool, spec: RunSpec) -> None:
         names = ", ".join(h.name for h in pool)
         raise PolicyViolation([("engine", f"no engine named {spec.engine!r} (engines: {names})")])
     chosen = [h for h in pool if selected(h, spec)]
+    if not chosen and spec.constraints:
+        raise PolicyViolation(
+            [
+                (
+                    "constraints",
+                    "only a swarm engine takes constraints, and no engine of this run is one",
+                )
+            ]
+        )
     if not chosen:
         raise PolicyViolation([("engine_labels", "no engine has all of these labels")])
     if all(fits(h, spec) is False for h in chosen):

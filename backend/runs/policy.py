@@ -161,6 +161,20 @@ def apply_policy(request: RunCreate, settings: Settings) -> RunCreate:
             ("labels", f"label {shown} not allowed (PULLRUN_DENIED_LABELS: {patterns})")
         )
 
+    refused = [
+        c
+        for c in request.constraints
+        if not any(fnmatchcase(c, pattern) for pattern in settings.allowed_constraints)
+    ]
+    if refused:
+        patterns = ", ".join(settings.allowed_constraints) or "none"
+        problems.append(
+            (
+                "constraints",
+                f"constraint {refused[0]!r} not allowed (PULLRUN_ALLOWED_CONSTRAINTS: {patterns})",
+            )
+        )
+
     if problems:
         raise PolicyViolation(problems)
     return request.model_copy(update=update)

@@ -343,7 +343,7 @@ class Runner:
                 handle.active += 1
                 self._placements += 1
                 handle.placed_seq = self._placements
-                active.pipeline.assign(handle.name, handle.factory)
+                active.pipeline.assign(handle.name, handle.factory, handle.config)
                 thread = threading.Thread(
                     target=self._run_placed,
                     args=(run_id, active, handle),
@@ -537,7 +537,7 @@ class Runner:
                 self._active[record.id] = active
                 if handle is not None:
                     handle.active += 1
-                    pipeline.assign(handle.name, handle.factory)
+                    pipeline.assign(handle.name, handle.factory, handle.config)
                     self._threads.add(thread)
             thread.start()
 

@@ -24,6 +24,7 @@ from ..auth.service import AuthService
 from ..auth.store import AuthStore
 from ..engines import DockerEngine, EngineConfig, EngineFactory, load_engines
 from ..engines.pool import EnginePool, probe_of
+from ..engines.swarm import SwarmEngine
 from ..errors import PolicyViolation, PullrunError, TooManyRequests, Unauthorized
 from ..runs.runner import Runner
 from ..settings import Settings
@@ -121,14 +122,17 @@ def engine_parts(
     configs = load_engines(settings.engines_file, settings.max_concurrent_runs)
     if engine_factory is not None:
         return [(config, engine_factory, probe_of(engine_factory)) for config in configs]
-    return [
-        (
-            config,
-            functools.partial(DockerEngine, config),
-            functools.partial(DockerEngine, config, timeout=PROBE_TIMEOUT),
+    parts: list[tuple[EngineConfig, EngineFactory, EngineFactory]] = []
+    for config in configs:
+        kind = SwarmEngine if config.kind == "swarm" else DockerEngine
+        parts.append(
+            (
+                config,
+                functools.partial(kind, config),
+                functools.partial(kind, config, timeout=PROBE_TIMEOUT),
+            )
         )
-        for config in configs
-    ]
+    return parts
 
 
 def create_app(
