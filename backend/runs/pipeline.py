@@ -452,6 +452,8 @@ class RunPipeline:
         data: dict[str, Any] = {"status": status.value, "at": now_rfc3339()}
         if leaving_queue and self._engine_name is not None:
             data["engine"] = self._engine_name  # where the run was placed
+            if self.record.node is not None:
+                data["node"] = self.record.node  # and, on a swarm, the node
         self.events.append(EventType.STATUS, data)
         self.record.last_event_id = self.events.last_id
         self._save(self.record)

@@ -23,6 +23,7 @@ const state = {
   conn: snapshot.done ? "finished" : "connecting",
   notices: snapshot.notices.length,
   engine: run.engine, // where it was placed (null while queued)
+  node: run.node, // on a swarm: the node the cluster chose
 };
 
 // -- views --------------------------------------------------------------------------
@@ -86,7 +87,7 @@ function renderHeader() {
   setText(badge, statusLabel(status));
   document.title = `${statusLabel(status)} · ${run.spec.image} · ${run.id} - pullrun`;
 
-  setText($("run-engine"), state.engine || "–");
+  setText($("run-engine"), state.node ? `${state.engine} (node ${state.node})` : state.engine || "–");
 
   const conn = $("conn-state");
   conn.className = `conn conn-${state.conn}`;
@@ -128,6 +129,7 @@ const handlers = {
     state.status = data.status;
     state.statusAt[data.status] = data.at;
     if ("engine" in data) state.engine = data.engine; // the run left the queue for it
+    if ("node" in data) state.node = data.node;
     scheduleHeader();
   },
   pull(data) {
