@@ -44,6 +44,7 @@ class EngineHandle:
     last_error: str | None = None
     checked_at: str | None = None
     nodes: list[dict[str, Any]] | None = None  # a swarm's, from its last check
+    swarm_node_id: str | None = None  # a docker engine that is a swarm node: its id
     # Kept by the runner, under its lock.
     active: int = 0
     placed_seq: int = 0  # when it last took a run: ties go round robin
@@ -167,6 +168,11 @@ class EnginePool:
             handle.cpus = _int(info.get("NCPU"))
             handle.memory = _int(info.get("MemTotal"))
             handle.nodes = nodes
+            swarm = info.get("Swarm") or {}
+            active = swarm.get("LocalNodeState") == "active"
+            handle.swarm_node_id = (
+                str(swarm.get("NodeID")) if active and swarm.get("NodeID") else None
+            )
         handle.checked_at = now_rfc3339()
         after = (handle.state, handle.version, handle.os, handle.arch, handle.cpus)
         if after != before:

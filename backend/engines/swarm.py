@@ -36,6 +36,7 @@ TASK_STATES = (
     "remove",
     "orphaned",
 )
+JOB_REMOVAL_API = (1, 43)
 ENDED_STATES = frozenset({"complete", "shutdown", "failed", "rejected", "remove", "orphaned"})
 
 
@@ -111,7 +112,7 @@ class SwarmEngine(DockerEngine):
                 preferences=preferences,
                 no_new_privileges=no_new_privileges,
             ),
-            "Mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}},
+            "Mode": self.one_off_mode(),
         }
         headers: dict[str, Any] = {}
         repository, _, _ = split_reference(spec.image)
@@ -127,6 +128,17 @@ class SwarmEngine(DockerEngine):
         api: Any = self.api  # the headers must be ours alone: the raw call
         response = api._post_json(api._url("/services/create"), data=body, headers=headers)
         return str(api._result(response, True)["ID"])
+
+    def one_off_mode(self) -> dict[str, Any]:
+        """A job of one task where the engine can remove one (API 1.43, Docker 24:
+        moby/swarmkit#3112). Before that, removing a `replicated-job` service
+        leaves its task and container running (moby/moby#42789, #44312), so a
+        cancel could not stop it: there one replica with restart condition
+        `none` runs once just the same, and its removal stops it."""
+        version = tuple(int(part) for part in str(self.api.api_version).split(".")[:2])
+        if version >= JOB_REMOVAL_API:
+            return {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}}
+        return {"Replicated": {"Replicas": 1}}
 
     def tasks(self, service_id: str) -> list[dict[str, Any]]:
         """The service's tasks; none once the service is gone."""
@@ -165,9 +177,14 @@ class SwarmEngine(DockerEngine):
         tasks running on each."""
         api: Any = self.api
         ours: dict[str, int] = {}
-        for task in api.tasks(filters={"desired-state": "running"}):
+        # (No desired-state filter: a job's task wants `complete` from its start,
+        # a one-replica service's `running`; what counts is the task's state.)
+        for task in api.tasks():
             labels = task.get("Spec", {}).get("ContainerSpec", {}).get("Labels") or {}
-            if labels.get(MANAGED_LABEL) == "true":
+            if (
+                labels.get(MANAGED_LABEL) == "true"
+                and (task.get("Status") or {}).get("State") == "running"
+            ):
                 node = str(task.get("NodeID") or "")
                 ours[node] = ours.get(node, 0) + 1
         views = []
@@ -190,6 +207,15 @@ class SwarmEngine(DockerEngine):
                 }
             )
         return views
+
+    def node_state(self, node_id: str) -> tuple[str, str]:
+        """(`ready`/`down`/`disconnected`/`unknown`, the manager's message)."""
+        api: Any = self.api
+        try:
+            status = api.inspect_node(node_id).get("Status") or {}
+        except docker.errors.APIError:
+            return "unknown", ""
+        return str(status.get("State") or "unknown"), str(status.get("Message") or "")
 
     def node_name(self, node_id: str) -> str | None:
         try:

@@ -88,6 +88,9 @@ class RunPipeline:
         self.stop_action: Callable[[Engine, str], None] = lambda engine, target: engine.stop(
             target, STOP_GRACE
         )
+        # On a swarm: the engine (name, factory) that is a node's own, by node id,
+        # for the real pull progress of a task's node (runs/swarm.py).
+        self.engine_of_node: Callable[[str], tuple[str, EngineFactory] | None] | None = None
         # Told of a failure that may mean the engine went away (its health check).
         self.on_unreachable: Callable[[str], None] | None = None
         self._save = save
@@ -204,12 +207,8 @@ class RunPipeline:
                 if placed and unreachable(exc):
                     raise Unplaced(self._engine_error(exc)) from exc
                 raise
-            if self._engine_kind == "swarm":
-                from .swarm import run_on_swarm  # (it builds on this module)
-
-                status = run_on_swarm(self, engine)
-            else:
-                status = self._run(engine)
+            swarm = self._engine_kind == "swarm"
+            status = self._run_swarm(engine) if swarm else self._run(engine)
         except Unplaced:
             raise
         except Canceled as exc:
@@ -301,6 +300,12 @@ class RunPipeline:
             output.close()
         return self._exit_status(engine, container_id, exit_code, wait_error)
 
+    def _run_swarm(self, engine: Engine) -> RunStatus:
+        """The run as a swarm service (runs/swarm.py)."""
+        from .swarm import run_on_swarm  # (it builds on this module)
+
+        return run_on_swarm(self, engine)
+
     def _relay(self, relay: OutputRelay, output: OutputStream) -> None:
         """The container's output to `log` events, to its end; the counts to the record."""
         try:
@@ -379,6 +384,23 @@ class RunPipeline:
             )
         except Exception as exc:  # before the first byte: the engine answered an error
             raise self._pull_failed(exc) from exc
+        self.relay_pull(stream, progress)
+        self._check_canceled()
+        if not progress.complete:
+            # The stream ended without its closing "Status:" line: the pull did
+            # not finish, whatever the daemon said before.
+            where = f" from engine {self._engine_name}" if self._engine_name else ""
+            raise PipelineError(
+                Phase.PULL, f"the pull stream{where} ended before the pull completed"
+            )
+        summary.update(progress.summary(), pulled=True)
+        self.record.image_digest = progress.digest or engine.image_digest(spec.image)
+        self._mark_end(Phase.PULL)
+
+    def relay_pull(self, stream: PullStream, progress: PullProgress) -> None:
+        """The engine's pull messages as `pull` events, to the stream's end; an
+        error inside the stream raises PipelineError (phase pull). A cancel
+        closes the stream."""
         with self._lock:
             self._pull_stream = stream
         if self._cancel_reason is not None:
@@ -408,17 +430,6 @@ class RunPipeline:
             with self._lock:
                 self._pull_stream = None
             stream.close()
-        self._check_canceled()
-        if not progress.complete:
-            # The stream ended without its closing "Status:" line: the pull did
-            # not finish, whatever the daemon said before.
-            where = f" from engine {self._engine_name}" if self._engine_name else ""
-            raise PipelineError(
-                Phase.PULL, f"the pull stream{where} ended before the pull completed"
-            )
-        summary.update(progress.summary(), pulled=True)
-        self.record.image_digest = progress.digest or engine.image_digest(spec.image)
-        self._mark_end(Phase.PULL)
 
     def _pull_failed(self, exc: Exception) -> PipelineError:
         """The read timeout is the stall detector, before the engine's first

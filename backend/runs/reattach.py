@@ -17,6 +17,12 @@ finds the run's container on the run's engine by its label and:
 Where the engine kept nothing to catch up from (log driver `none`, or a log
 rotated past the last line recorded) a `notice` says what may be missing.
 Finish, cancel, timeout and auto_remove are RunPipeline's own.
+
+A run on a swarm goes on the same way through `SwarmRun.resume`
+(runs/swarm.py), also from `queued` or `pulling` (its service exists then):
+its service found by label, its task followed from the state it is in, the
+task's log caught up with the same count and skip, the timeout counted from
+the task's start, the service removed at the end; gone: `interrupted`.
 """
 
 from __future__ import annotations
@@ -439,6 +445,11 @@ class ReattachPipeline(RunPipeline):
             super().execute()
         except Unplaced as exc:  # its engine does not answer: nothing to re-attach to
             self._finish(RunStatus.ERROR, RunError(phase=self._phase, message=str(exc)))
+
+    def _run_swarm(self, engine: Engine) -> RunStatus:
+        from .swarm import resume_on_swarm  # (it builds on this module)
+
+        return resume_on_swarm(self, engine, self.recorded)
 
     def _check_canceled(self) -> None:
         # Until its container is found a cancel only marks it: `_run` then

@@ -191,6 +191,7 @@ class Runner:
             save=self._save,
         )
         pipeline.on_unreachable = self.engines.suspect
+        pipeline.engine_of_node = self.engine_of_node
         with self._lock:
             if self._closing:
                 raise ShuttingDown("the server is shutting down; no new runs are accepted")
@@ -262,6 +263,13 @@ class Runner:
         if handle is None:
             raise NotFound(f"engine {engine!r} is not in the engines file any more")
         return handle.factory
+
+    def engine_of_node(self, node_id: str) -> tuple[str, EngineFactory] | None:
+        """The docker engine (of the engines file) that is this swarm node's own."""
+        for handle in self.engines:
+            if handle.config.kind == "docker" and handle.up and handle.swarm_node_id == node_id:
+                return handle.name, handle.factory
+        return None
 
     def queued_for(self, handle: EngineHandle) -> int:
         """Runs waiting that this engine could take."""
@@ -517,6 +525,8 @@ class Runner:
         up again on their engines (runs/reattach.py: re-attached to their
         containers, or their exits recorded, or `interrupted` when their create
         or start was cut), each holding a slot of its engine as a placed run does.
+        A swarm run whose service was made is taken up whatever its phase
+        (runs/swarm.py, `SwarmRun.resume`).
         """
         recovered: list[str] = []
         cut: list[RunRecord] = []
@@ -554,7 +564,8 @@ class Runner:
                 done = next(last).data
             else:
                 recorded = Recorded.read(path, was)
-                if recorded.phase not in (Phase.QUEUE, Phase.PULL):
+                # (a swarm run has its service, in its record, from `queued` on)
+                if recorded.phase not in (Phase.QUEUE, Phase.PULL) or record.container_id:
                     take_up(record, events, recorded)
                     continue
                 was = recorded.was

@@ -16,11 +16,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..engines import Engine, OutputStream
+from ..engines import Engine, OutputStream, engine_message, unreachable
 from ..engines.swarm import ENDED_STATES, SwarmEngine
 from ..errors import PipelineError
 from ..events import EventType, now_rfc3339
-from ..models import Phase, RunStatus
+from ..models import PIPELINE_PHASES, Phase, PullPolicy, RunStatus
+from .progress import PullProgress
+from .reattach import NoOutput, Recorded, ResumedRelay, count_kept, plan, rfc3339, timestamp
 from .relay import OutputRelay
 
 if TYPE_CHECKING:
@@ -73,32 +75,42 @@ class SwarmRun:
         self._notices: set[str] = set()
         self._created = time.monotonic()
         self._watch_engine: SwarmEngine | None = None
+        self.node_lost: str | None = None  # why the task's node is gone, if it is
 
     # -- the flow ------------------------------------------------------------------------
 
     def run(self) -> RunStatus:
-        p = self.p
         try:
             self._create()
-            state = self._until(lambda s: s not in ("new", "allocated", "pending"))
-            if state in PREPARING:
-                self._node()
-                p._enter(Phase.PULL)
-                state = self._until(lambda s: s not in PREPARING)
-            if state == "starting":
-                self._node()
-                p._enter(Phase.START)
-                state = self._until(lambda s: s != "starting")
-            if state in ENDED_STATES and not self._container_ran():
-                raise PipelineError(p._phase, self._task_error())
-            self._node()
-            if p._phase != Phase.START:
-                p._enter(Phase.START)
-            p.record.started_at = now_rfc3339()
-            p._enter(Phase.RUN)
-            return self._follow()
+            return self._through_task()
         finally:
             self._remove()
+
+    def _through_task(self) -> RunStatus:
+        """Follow the task through its states (from wherever it is), then its output."""
+        p = self.p
+        state = self._until(lambda s: s not in ("new", "allocated", "pending"))
+        if state in PREPARING:
+            self._node()
+            self._reach(Phase.PULL)
+            self._node_pull()
+            state = self._until(lambda s: s not in PREPARING)
+        if state == "starting":
+            self._node()
+            self._reach(Phase.START)
+            state = self._until(lambda s: s != "starting")
+        if state in ENDED_STATES and not self._container_ran():
+            raise PipelineError(p._phase, self._task_error())
+        self._node()
+        self._reach(Phase.START)
+        p.record.started_at = now_rfc3339()
+        p._enter(Phase.RUN)
+        return self._follow()
+
+    def _reach(self, phase: Phase) -> None:
+        """Enter `phase` unless the run is there or past it (taken up after a restart)."""
+        if PIPELINE_PHASES.index(self.p._phase) < PIPELINE_PHASES.index(phase):
+            self.p._enter(phase)
 
     def _create(self) -> None:
         p = self.p
@@ -117,12 +129,18 @@ class SwarmRun:
             )
         except Exception as exc:
             raise PipelineError(Phase.QUEUE, p._engine_error(exc)) from exc
+        self._own(service_id)
+        p._save(p.record)  # its service id: a restart takes it up from here
+        p._check_canceled()
+
+    def _own(self, service_id: str) -> None:
+        p = self.p
         self.service_id = service_id
+        p.record.container_id = service_id
         # Cancel and timeout remove the service (the pipeline's stop action).
         p.stop_action = lambda engine, target: engine.remove_service(target)  # type: ignore[attr-defined]
         with p._lock:
             p._container_id = service_id
-        p._check_canceled()
 
     def _until(self, done: Any) -> str:
         """Poll the task until `done(state)`; its state. Cancel, the placement
@@ -150,30 +168,33 @@ class SwarmRun:
                 return state
             time.sleep(POLL)
 
-    def _follow(self) -> RunStatus:
-        """Relay the task's log until the task ends; its exit."""
+    def _follow(
+        self,
+        relay: OutputRelay | None = None,
+        stream: OutputStream | None = None,
+        remaining: float | None = None,
+    ) -> RunStatus:
+        """Relay the task's log (`stream`: its follow stream) until the task
+        ends; its exit. `remaining`: of its timeout (all of it by default);
+        none left, the service is removed once `stream` is relayed."""
         p = self.p
-        spec = p.record.spec
-        timeout = spec.timeout or p.settings.default_timeout
-        timer = threading.Timer(timeout, p._on_timeout, args=(self.service_id,))
+        timeout = p.record.spec.timeout or p.settings.default_timeout
+        remaining = timeout if remaining is None else remaining
+        timer = threading.Timer(max(0.0, remaining), p._on_timeout, args=(self.service_id,))
         timer.daemon = True
-        timer.start()
-        stream = self.engine.task_logs(str(self.task.get("ID")), follow=True)
+        if remaining > 0:
+            timer.start()
+        if stream is None:
+            stream = self.engine.task_logs(str(self.task.get("ID")), follow=True)
         ended, stop = threading.Event(), threading.Event()
         watcher = threading.Thread(
             target=self._watch_end, args=(ended, stop), daemon=True, name="swarm-watch"
         )
         watcher.start()
         try:
-            relay = OutputRelay(p.events, p.settings)
-            try:
-                relay.run(EndsWhenQuiet(stream, ended), tty=spec.tty)
-            finally:
-                counts = relay.counts
-                p.record.log_lines = counts.lines
-                p.record.log_bytes = counts.bytes
-                p.record.dropped_lines = counts.dropped_lines
-                p.record.dropped_bytes = counts.dropped_bytes
+            p._relay(relay or OutputRelay(p.events, p.settings), EndsWhenQuiet(stream, ended))
+            if remaining <= 0:
+                p._on_timeout(self.service_id or "")
             state = self._until(lambda s: s in ENDED_STATES)
             with p._lock:
                 p._exited = True
@@ -182,9 +203,17 @@ class SwarmRun:
             timer.cancel()
             stream.close()
         p._mark_end(Phase.RUN)
+        return self._ended(state)
+
+    def _ended(self, state: str) -> RunStatus:
+        """The task has ended (`state`) and its output is relayed: how the run ends."""
+        p = self.p
+        if self.node_lost is not None and state not in ENDED_STATES:
+            raise PipelineError(Phase.RUN, f"swarm: {self.node_lost}")
         container = self._status().get("ContainerStatus") or {}
         exit_code = container.get("ExitCode") if state in ("complete", "failed") else None
         p.record.exit_code = int(exit_code) if exit_code is not None else None
+        p.record.oom_killed = self._oom_killed(container)
         if p._timed_out:
             return RunStatus.TIMED_OUT
         if p._cancel_reason is not None:
@@ -212,6 +241,23 @@ class SwarmRun:
             ):
                 ended.set()
                 return
+            down = self._node_down(tasks)
+            if down is not None:
+                self.node_lost = down
+                ended.set()
+                return
+
+    def _node_down(self, tasks: list[dict[str, Any]]) -> str | None:
+        """A node that died under its task leaves the task `running` for a long
+        while; its node turns `down` sooner (heartbeat failure): why, if so."""
+        node_id = str(tasks[-1].get("NodeID") or "")
+        if not node_id:
+            return None
+        state, message = self.engine_for_watch().node_state(node_id)
+        if state in ("down", "disconnected"):
+            name = self.p.record.node or node_id[:12]
+            return f"node {name} is {state}" + (f": {message}" if message else "")
+        return None
 
     def engine_for_watch(self) -> SwarmEngine:
         """The watcher's own client (a docker-py client is not shared between threads)."""
@@ -230,6 +276,126 @@ class SwarmRun:
         if self._watch_engine is not None:
             self._watch_engine.close()
 
+    # -- after a restart of pullrun -------------------------------------------------------
+
+    def resume(self, recorded: Recorded) -> RunStatus:
+        """Go on with a run a restart caught, whose event log holds `recorded`:
+        its service found by label; its task followed from the state it is in
+        now (waiting or preparing: as `run` does), its output caught up without
+        a gap or a duplicate (runs/reattach.py); the service removed at the end."""
+        p = self.p
+        was = p.record.status.value
+        try:
+            service_id = self._find()
+            if service_id is None:
+                raise PipelineError(
+                    Phase.INTERRUPTED,
+                    f"the server stopped while this run was {was}, and its service is gone",
+                )
+            self._own(service_id)
+            self._check_canceled()  # canceled before its service was found
+            tasks = self.engine.tasks(service_id)
+            if tasks:
+                self.task = max(tasks, key=lambda t: str(t.get("CreatedAt", "")))
+            created = timestamp(self.task.get("CreatedAt"))
+            if created is not None:  # the placement timeout counts from the task's creation
+                self._created = time.monotonic() - max(0.0, time.time() - created)
+            state = self._state()
+            ran = self._container_ran() or (state in ENDED_STATES and p._phase == Phase.RUN)
+            if state != "running" and not ran:
+                self._notice("pullrun restarted: following its task again")
+                return self._through_task()
+            return self._take_up(recorded, state)
+        finally:
+            self._remove()
+
+    def _find(self) -> str | None:
+        """The run's service, found by its label (the record may not name it)."""
+        found = self.engine.managed_services(self.p.record.id)
+        if self.p.record.container_id in found:
+            return self.p.record.container_id
+        return found[0] if found else None
+
+    def _take_up(self, recorded: Recorded, state: str) -> RunStatus:
+        """The task runs, or ran while pullrun was down: its output caught up
+        and followed, its timeout counted from its start; its end."""
+        p = self.p
+        running = state == "running"
+        started = self._started(running)
+        self._node()
+        self._reach(Phase.START)
+        if p.record.started_at is None and started is not None:
+            p.record.started_at = rfc3339(started)
+        self._reach(Phase.RUN)
+        elapsed = max(0.0, time.time() - started) if started is not None else 0.0
+        p._marks[Phase.RUN] = time.monotonic() - elapsed
+        what = "re-attached to its task" if running else "its task ended meanwhile"
+        self._notice(f"pullrun restarted: {what}")
+        timeout = p.record.spec.timeout or p.settings.default_timeout
+        remaining = timeout - elapsed
+        # Its deadline gone, the service is removed once the log is caught up:
+        # the log read to its end, not followed (the removal would cut it).
+        relay, stream = self._caught_up(recorded, follow=running and remaining > 0)
+        if running:
+            return self._follow(relay, stream, remaining)
+        try:
+            p._relay(relay, stream)
+        finally:
+            stream.close()
+        with p._lock:
+            p._exited = True
+        finished = timestamp(self._status().get("Timestamp"))  # of its last state
+        if started is not None and finished is not None:
+            ran = max(0.0, finished - started)
+            p.record.durations.run = round(ran, 4)
+            if ran > timeout:
+                p._timed_out = True
+                self._notice(
+                    f"timeout of {timeout:g}s passed while pullrun was down: "
+                    f"the task ran {ran:.1f}s and ended by itself"
+                )
+        return self._ended(state)
+
+    def _started(self, running: bool) -> float | None:
+        """When the task started: the time of its `running` state while it is
+        in it (once ended, the task keeps only the time of its end), else
+        when pullrun saw it start."""
+        if running:
+            at = timestamp(self._status().get("Timestamp"))
+            if at is not None:
+                return at
+        return timestamp(self.p.record.started_at)
+
+    def _caught_up(self, recorded: Recorded, *, follow: bool) -> tuple[ResumedRelay, OutputStream]:
+        """The task's log less what the run's log has: counted once to its end
+        (`task_logs` without follow), then one stream from its first line
+        through the skip (ResumedRelay), followed or read to its end."""
+        p = self.p
+        task_id = str(self.task.get("ID"))
+        try:
+            logged = self.engine.task_logs(task_id, follow=False)
+            kept = count_kept(logged, recorded, p.record.spec.tty)
+        except Exception as exc:
+            if unreachable(exc):
+                raise
+            self._notice(
+                f"the cluster keeps no log of this task ({engine_message(exc)}): what it "
+                "printed while pullrun was down is missing (how many lines is not known)"
+            )
+            closed = list(recorded.streams)
+            relay = ResumedRelay(
+                p.events, p.settings, recorded, {}, closed=closed, raw_bytes=recorded.kept_bytes
+            )
+            return relay, NoOutput()
+        resume = plan(recorded, kept)
+        for message in resume.notices:
+            self._notice(message)
+        relay = ResumedRelay(p.events, p.settings, recorded, resume.skips, closed=resume.closed)
+        return relay, self.engine.task_logs(task_id, follow=follow)
+
+    def _notice(self, message: str) -> None:
+        self.p.events.append(EventType.NOTICE, {"message": message})
+
     # -- what the task says ---------------------------------------------------------------
 
     def _status(self) -> dict[str, Any]:
@@ -237,6 +403,24 @@ class SwarmRun:
 
     def _state(self) -> str:
         return str(self._status().get("State") or "new")
+
+    def _oom_killed(self, container: dict[str, Any]) -> bool:
+        """The task status carries no OOM fact (only "non-zero exit (137)"); the
+        node's own engine does, where pullrun has it and the container is still
+        there. Never guessed from 137 alone."""
+        p = self.p
+        node_id = str(self.task.get("NodeID") or "")
+        container_id = str(container.get("ContainerID") or "")
+        if container.get("ExitCode") != 137 or not container_id or not p.engine_of_node:
+            return False
+        found = p.engine_of_node(node_id)
+        if found is None:
+            return False
+        try:
+            with found[1]() as engine:
+                return bool(engine.inspect(container_id).get("State", {}).get("OOMKilled"))
+        except Exception:
+            return False
 
     def _container_ran(self) -> bool:
         container = self._status().get("ContainerStatus") or {}
@@ -266,8 +450,58 @@ class SwarmRun:
     def _check_canceled(self) -> None:
         self.p._check_canceled()
 
+    def _node_pull(self) -> None:
+        """Where the task's node is also one of pullrun's engines, the real
+        per-layer progress of its pull: the same pull asked of that engine
+        joins the node's own (the engine shares the layers' downloads). Only
+        progress: the task's states still decide the run."""
+        p = self.p
+        node_id = str(self.task.get("NodeID") or "")
+        found = p.engine_of_node(node_id) if node_id and p.engine_of_node else None
+        if found is None:
+            return
+        name, factory = found
+        spec = p.record.spec
+        try:
+            with factory() as engine:
+                if spec.pull != PullPolicy.ALWAYS and engine.image_present(spec.image):
+                    return  # the node has it: preparing is quick
+                stream = engine.pull(
+                    spec.image,
+                    platform=spec.platform,
+                    auth=p.registry_auth(),
+                    stall_timeout=p.settings.pull_stall_timeout,
+                    lend_credentials=p.settings.lends_credentials,
+                )
+                p.events.append(
+                    EventType.NOTICE,
+                    {"message": f"swarm: the node pulls the image; progress from engine {name}"},
+                )
+                progress = PullProgress()
+                p.relay_pull(stream, progress)
+                if progress.complete:
+                    p.record.pull = {
+                        "policy": spec.pull.value,
+                        "pulled": True,
+                        **progress.summary(),
+                    }
+        except Exception as exc:  # (a cancel closes the stream: the flow sees it next)
+            if p._cancel_reason is None:
+                message = exc.message if isinstance(exc, PipelineError) else engine_message(exc)
+                p.events.append(
+                    EventType.NOTICE,
+                    {"message": f"swarm: no pull progress from engine {name}: {message}"},
+                )
+
 
 def run_on_swarm(pipeline: RunPipeline, engine: Engine) -> RunStatus:
     if not isinstance(engine, SwarmEngine):
         raise PipelineError(Phase.QUEUE, "this engine is not a swarm manager")
     return SwarmRun(pipeline, engine).run()
+
+
+def resume_on_swarm(pipeline: RunPipeline, engine: Engine, recorded: Recorded) -> RunStatus:
+    """A swarm run taken up after a restart (runs/reattach.py)."""
+    if not isinstance(engine, SwarmEngine):
+        raise PipelineError(Phase.INTERRUPTED, "this engine is not a swarm manager")
+    return SwarmRun(pipeline, engine).resume(recorded)
