@@ -1,6 +1,6 @@
 """`python -m bench [N ...] [--quick] [--profile DIR] [--json PATH]`
 
-Runs the benchmarks (1-8 of issue 4, 9 of issue 7, 10 of issue 9: all, or
+Runs the benchmarks (1-8 of issue 4, 9 of issue 7, 10 of issue 9, 11 of issue 10: all, or
 the numbers given), prints a table row as each one finishes and the whole
 table at the end. Progress goes to stderr.
 Exit status: 0 when every benchmark could be measured (targets missed or

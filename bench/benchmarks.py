@@ -1,4 +1,5 @@
-"""The benchmarks: 1-8 of issue 4, 9 of issue 7, 10 of issue 9. Each returns its table row(s)."""
+"""The benchmarks: 1-8 of issue 4, 9 of issue 7, 10 of issue 9, 11 of issue 10. Each returns
+its table row(s)."""
 
 from __future__ import annotations
 
@@ -756,6 +757,126 @@ def placement(cfg: Config) -> list[Row]:
     ]
 
 
+# -- 11 --------------------------------------------------------------------------------
+
+SWARM_RUNS = 20
+# Each task's limits and reservations, the same on both sides: pullrun's
+# defaults (1 CPU, 1g) would let 2 tasks at a time onto each 2-CPU node.
+SWARM_CPUS, SWARM_MEMORY, SWARM_PIDS = 0.1, "64m", 1024
+
+
+def swarm(cfg: Config) -> list[Row]:
+    """20 `echo hello` runs at once through pullrun on the swarm of
+    scripts/swarm.sh, against 20 jobs made, read and removed by the docker CLI
+    on the same swarm, 20 at a time on both sides."""
+    from tests.support.swarm import Swarm
+
+    cluster = Swarm.from_env()
+    if cluster is None:
+        raise BenchError("PULLRUN_TEST_SWARM_HOST is not set: run `make bench`")
+    reps = cfg.reps(5, 2)
+    count = SWARM_RUNS
+    tag = f"11-{secrets.token_hex(4)}"  # a container label of this benchmark's tasks
+    body = {
+        "image": BUSYBOX,
+        "command": ["echo", "hello"],
+        "cpus": SWARM_CPUS,
+        "memory": SWARM_MEMORY,
+        "pids_limit": SWARM_PIDS,
+        "labels": {"bench": tag},
+    }
+    root = Path(tempfile.mkdtemp(prefix="pullrun-bench-11-"))
+
+    def tidy() -> None:
+        # The engine (20.10) keeps the exited container of a removed job's task
+        # (moby/moby#42789): removed after each sample, outside the clock.
+        for host in cluster.hosts:
+            ids = cluster.cli("ps", "-aq", "--filter", f"label=bench={tag}", host=host).split()
+            if ids:
+                docker_quiet("-H", host, "rm", "-f", *ids)
+
+    try:
+        engines = cluster.engines_file(root / "engines.toml", max_concurrent_runs=count)
+        with (
+            bench_server("11", profile=cfg.profile, engines_file=engines) as server,
+            ClientProcess() as client,
+        ):
+
+            def a() -> float:
+                result = client.call(
+                    "many", base=server.base_url, body=body, count=count, expect=["hello"]
+                )
+                if result["errors"]:
+                    raise BenchError(f"pullrun on the swarm: {result['errors'][:3]}")
+                tidy()
+                return float(result["elapsed"])
+
+            def one(_: int) -> bytes:
+                manager = ("-H", cluster.manager)
+                service = docker(
+                    *manager,
+                    "service",
+                    "create",
+                    "-q",
+                    "--mode",
+                    "replicated-job",
+                    "--restart-condition",
+                    "none",
+                    "--limit-cpu",
+                    str(SWARM_CPUS),
+                    "--reserve-cpu",
+                    str(SWARM_CPUS),
+                    "--limit-memory",
+                    SWARM_MEMORY,
+                    "--reserve-memory",
+                    SWARM_MEMORY,
+                    "--limit-pids",
+                    str(SWARM_PIDS),
+                    "--container-label",
+                    f"bench={tag}",
+                    BUSYBOX,
+                    "echo",
+                    "hello",
+                    stdout=subprocess.PIPE,
+                )[2]
+                service_id = service.decode().strip()
+                output = docker(
+                    *manager, "service", "logs", "--raw", service_id, stdout=subprocess.PIPE
+                )[2]
+                docker(*manager, "service", "rm", service_id)
+                return output
+
+            def b() -> float:
+                t0 = time.monotonic()
+                with ThreadPoolExecutor(count) as pool:
+                    outputs = list(pool.map(one, range(count)))
+                elapsed = time.monotonic() - t0
+                bad = [o for o in outputs if o != b"hello\n"]
+                if bad:
+                    raise BenchError(f"{len(bad)} swarm jobs printed {bad[0]!r}")
+                tidy()
+                return elapsed
+
+            samples_a, samples_b = alternate(a, b, reps, label="swarm")
+    finally:
+        tidy()
+        shutil.rmtree(root, ignore_errors=True)
+    ma, mb = median(samples_a), median(samples_b)
+    ratio = ma / mb
+    return [
+        Row(
+            "11",
+            f"swarm: {count} echo runs at once on a two-node swarm",
+            seconds(ma),
+            seconds(mb) + f" ({count} CLI jobs: service create, logs, rm; {count} at a time)",
+            f"{ratio:.2f}",
+            "<= 1.25; no errors",
+            ratio <= 1.25,
+            {"pullrun": samples_a, "reference": samples_b},
+        )
+    ]
+
+
 BENCHMARKS: dict[str, Callable[[Config], list[Row]]] = {
     "1": relay,
     "2": fanout,
@@ -767,4 +888,5 @@ BENCHMARKS: dict[str, Callable[[Config], list[Row]]] = {
     "8": storage,
     "9": page,
     "10": placement,
+    "11": swarm,
 }

@@ -23,6 +23,8 @@ def selected(handle: EngineHandle, spec: RunSpec) -> bool:
         return False
     if spec.constraints and handle.config.kind != "swarm":
         return False  # only a swarm's cluster can meet them
+    if spec.secret_env and handle.config.kind == "swarm":
+        return False  # a service's environment is kept in the cluster's store
     labels = handle.config.labels
     return all(labels.get(key) == value for key, value in spec.engine_labels.items())
 
@@ -54,6 +56,16 @@ def check_placeable(pool: EnginePool, spec: RunSpec) -> None:
         names = ", ".join(h.name for h in pool)
         raise PolicyViolation([("engine", f"no engine named {spec.engine!r} (engines: {names})")])
     chosen = [h for h in pool if selected(h, spec)]
+    if not chosen and spec.secret_env and any(h.config.kind == "swarm" for h in pool):
+        raise PolicyViolation(
+            [
+                (
+                    "secret_env",
+                    "not on a swarm engine: the cluster keeps a service's environment in its "
+                    "store and shows it in `docker service inspect`; use a docker engine",
+                )
+            ]
+        )
     if not chosen and spec.constraints:
         raise PolicyViolation(
             [

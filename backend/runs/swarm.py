@@ -100,6 +100,13 @@ class SwarmRun:
             self._reach(Phase.START)
             state = self._until(lambda s: s != "starting")
         if state in ENDED_STATES and not self._container_ran():
+            # It may have gone from `pending` to its end between two looks (a
+            # node's failed pull takes 0.1 s): its node and the phase it failed
+            # in come from the task itself.
+            self._node()
+            phase = self._failed_in()
+            if phase is not None:
+                self._reach(phase)
             raise PipelineError(p._phase, self._task_error())
         self._node()
         self._reach(Phase.START)
@@ -403,6 +410,17 @@ class SwarmRun:
 
     def _state(self) -> str:
         return str(self._status().get("State") or "new")
+
+    def _failed_in(self) -> Phase | None:
+        """The phase an ended task failed in, by what its status says it was doing."""
+        if not self.task.get("NodeID"):
+            return None  # no node ever took it: still the queue
+        said = str(self._status().get("Message") or "").lower()
+        if "start" in said:
+            return Phase.START
+        if "prepar" in said or "pull" in said or "No such image" in self._task_error():
+            return Phase.PULL
+        return None
 
     def _oom_killed(self, container: dict[str, Any]) -> bool:
         """The task status carries no OOM fact (only "non-zero exit (137)"); the

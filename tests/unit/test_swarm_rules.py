@@ -182,3 +182,17 @@ def test_a_task_log_stream_ends_at_its_first_quiet_moment_once_the_task_ended() 
     assert stream.read(None) == b""  # then quiet: the end
     stream.close()
     assert source.closed
+
+
+def test_secret_env_never_goes_to_a_swarm(tmp_path: Path) -> None:
+    class Pool(list[EngineHandle]):
+        def get(self, name: str | None) -> EngineHandle | None:
+            return next((h for h in self if h.name == name), None)
+
+    local, cluster = _handle("local", "docker"), _handle("cluster", "swarm")
+    secret = RunSpec(image="busybox", secret_env={"TOKEN": "***"})
+    assert candidates([local, cluster], secret) == [local]
+    with pytest.raises(PolicyViolation) as caught:
+        check_placeable(Pool([cluster]), secret)  # type: ignore[arg-type]
+    assert caught.value.fields[0]["field"] == "secret_env"
+    assert "docker service inspect" in caught.value.fields[0]["message"]
