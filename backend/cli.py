@@ -3,6 +3,8 @@
 - `pullrun serve`: run the server (settings from PULLRUN_* or flags).
 - `pullrun token create|list|revoke`: API tokens.
 - `pullrun user add|list|remove`: users who sign in with a password.
+- `pullrun run|logs|ps|inspect|cancel|rm|wait|events`: a client of a server
+  (PULLRUN_URL, PULLRUN_TOKEN), in backend/client/.
 
 The token and user commands work on the data dir (PULLRUN_DATA_DIR or
 `--data-dir`), also while the server runs.
@@ -26,6 +28,7 @@ from .auth.names import check_name
 from .auth.roles import Role
 from .auth.service import AuthService
 from .auth.store import AuthStore, NameTaken
+from .client import add_client_commands, run_client_command
 from .settings import Settings
 
 
@@ -35,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the web server")
     for name, info in Settings.model_fields.items():
+        if name == "webhook_secret":
+            continue  # a secret in the command line is in `ps`: PULLRUN_WEBHOOK_SECRET only
         flag = "--" + name.replace("_", "-")
         # Values are strings here; Settings validates and converts them (lists:
         # JSON or comma-separated), as it does the PULLRUN_* variables.
@@ -81,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         user_sub.add_parser("remove", help="remove a user (and end their sessions)")
     )
     remove.add_argument("name")
+    add_client_commands(sub)  # run, logs, ps, inspect, cancel, rm, wait, events
     return parser
 
 
@@ -253,7 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     commands = {"serve": serve_command, "token": token_command, "user": user_command}
     try:
-        code = commands[args.command](args)
+        client_code = run_client_command(args)
+        code = commands[args.command](args) if client_code is None else client_code
     except (CommandError, NameTaken, ValueError) as exc:
         code = _fail(str(exc))
     sys.exit(code)

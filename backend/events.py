@@ -30,6 +30,11 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def rfc3339_at(seconds: float) -> str:
+    """`seconds` since the epoch as now_rfc3339 writes a time (UTC, milliseconds)."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
 def encode_data(data: Any) -> bytes:
     # orjson never emits a raw newline, so the JSON stays on one `data:` line
     # and text containing \r or \n round-trips exactly: an EventSource would

@@ -17,6 +17,18 @@ from pydantic import (
 )
 
 from .reference import validate_reference
+from .run_options import (
+    MAX_PORTS,
+    MAX_VOLUMES,
+    PortMapping,
+    Volume,
+    check_gpus,
+    check_network,
+    check_ports,
+    check_volumes,
+    parse_port,
+    parse_volume,
+)
 
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLATFORM = re.compile(r"[a-z0-9_]+(/[a-z0-9_]+(/[a-z0-9_.]+)?)?")
@@ -47,6 +59,7 @@ MAX_ARG_LENGTH = 32 * 1024
 MAX_STRING_LENGTH = 4096  # `workdir`, `user`, `platform`, a registry username
 MAX_SECRET_LENGTH = 16 * 1024  # a registry password or identity token
 REDACTED = "***"  # what is shown in place of a value that is not shown
+MAX_URL_LENGTH = 2048  # a webhook URL (`notify_url`, PULLRUN_WEBHOOKS)
 
 
 class RunStatus(StrEnum):
@@ -204,6 +217,28 @@ class RunSpec(BaseModel):
         description="Swarm placement constraints (`node.labels.pool==batch`): the run goes to "
         "a swarm engine, whose cluster places it on a node that meets them all.",
     )
+    volumes: list[Volume] = Field(
+        default_factory=list,
+        description="Volumes (`docker run -v`): `{source, target, read_only}` or "
+        "`SOURCE:TARGET[:ro]`; a named volume always, a host path only under "
+        "PULLRUN_ALLOWED_BIND_PATHS. Not on a swarm engine.",
+    )
+    network: str | None = Field(
+        None,
+        description="The network to join (`--network`), one of PULLRUN_ALLOWED_NETWORKS; "
+        "none: the engine's default network. Not on a swarm engine.",
+    )
+    ports: list[PortMapping] = Field(
+        default_factory=list,
+        description="Ports to publish (`-p`): `{container_port, host_port, host_ip, protocol}` "
+        "or `[IP:][HOST:]CONTAINER[/udp]`; only with PULLRUN_ALLOW_PORTS, on 127.0.0.1 unless "
+        "PULLRUN_ALLOWED_PORT_HOSTS says. Not on a swarm engine.",
+    )
+    gpus: str | None = Field(
+        None,
+        description="GPUs (`--gpus`): `all`, a count or `device=ID[,ID]`; only with "
+        "PULLRUN_ALLOW_GPUS. Not on a swarm engine.",
+    )
 
     @field_validator("image")
     @classmethod
@@ -256,6 +291,26 @@ class RunSpec(BaseModel):
         if value is not None and value < MIN_MEMORY:
             raise ValueError(f"must be at least {MIN_MEMORY} bytes (6m)")
         return value
+
+    @field_validator("volumes", mode="before")
+    @classmethod
+    def _volume_strings(cls, value: Any) -> Any:
+        return [parse_volume(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("ports", mode="before")
+    @classmethod
+    def _port_strings(cls, value: Any) -> Any:
+        return [parse_port(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, value: str | None) -> str | None:
+        return check_network(value)
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus(cls, value: Any) -> Any:
+        return check_gpus(value)
 
     @field_validator("labels")
     @classmethod
@@ -330,6 +385,17 @@ class RunCreate(RunSpec):
     registry_auth: RegistryAuth | None = Field(
         None, description="Write-only registry credentials for this pull.", repr=False
     )
+    notify_url: str | None = Field(
+        None,
+        repr=False,
+        description="Write-only: a URL of this run's own, called as PULLRUN_WEBHOOKS are "
+        "(only when PULLRUN_ALLOW_NOTIFY_URL is on).",
+    )
+
+    @field_validator("notify_url")
+    @classmethod
+    def _notify_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_webhook_url(value)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -380,6 +446,30 @@ class RunCreate(RunSpec):
                 )
         return value
 
+    @field_validator("volumes", mode="before")
+    @classmethod
+    def _volume_count(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > MAX_VOLUMES:
+            raise ValueError(f"at most {MAX_VOLUMES} volumes")
+        return value
+
+    @field_validator("ports", mode="before")
+    @classmethod
+    def _port_count(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > MAX_PORTS:
+            raise ValueError(f"at most {MAX_PORTS} ports")
+        return value
+
+    @field_validator("volumes")
+    @classmethod
+    def _volume_limits(cls, value: list[Volume]) -> list[Volume]:
+        return check_volumes(value)
+
+    @field_validator("ports")
+    @classmethod
+    def _port_limits(cls, value: list[PortMapping]) -> list[PortMapping]:
+        return check_ports(value)
+
     @field_validator("engine")
     @classmethod
     def _engine_name(cls, value: str | None) -> str | None:
@@ -407,6 +497,41 @@ class RunCreate(RunSpec):
         if value is not None and len(value) > MAX_STRING_LENGTH:
             raise ValueError(f"is longer than {MAX_STRING_LENGTH} characters")
         return value
+
+
+def check_webhook_url(url: str) -> str:
+    """A webhook URL as given, or ValueError: http(s), a host, bounded, no
+    whitespace. The message never repeats the URL (it may hold credentials)."""
+    from urllib.parse import urlsplit
+
+    if len(url) > MAX_URL_LENGTH:
+        raise ValueError(f"is longer than {MAX_URL_LENGTH} characters")
+    if not url.isprintable() or any(c.isspace() for c in url):
+        raise ValueError("may not contain whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return url
+
+
+class WebhookDelivery(BaseModel):
+    """One webhook call of a run (backend/runs/webhooks.py): its state so far."""
+
+    id: str = Field(description="Sent as `X-Pullrun-Delivery`; the same on every attempt.")
+    url: str = Field(description="Where it goes, without credentials or query values.")
+    event: Literal["run.started", "run.finished"]
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int = 0
+    last_status: int | None = Field(None, description="The HTTP status of the last attempt.")
+    last_error: str | None = Field(None, description="Why the last attempt failed.")
+    created_at: str
+    last_attempt_at: str | None = None
+    next_attempt_at: str | None = Field(None, description="When a pending one is tried again.")
+    finished_at: str | None = Field(None, description="When it was delivered or given up.")
 
 
 class RunError(BaseModel):
@@ -456,6 +581,9 @@ class RunRecord(BaseModel):
     dropped_lines: int = 0
     dropped_bytes: int = 0
     last_event_id: int = 0
+    webhooks: list[WebhookDelivery] = Field(
+        default_factory=list, description="Its webhook deliveries (PULLRUN_WEBHOOKS, notify_url)."
+    )
     links: RunLinks
 
 

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .models import memory_bytes
+from .models import check_webhook_url, memory_bytes
 
 # A list setting: a JSON list (`["a", "b"]`) or a comma-separated string (`a,b`).
 StrList = Annotated[list[str], NoDecode]
@@ -138,6 +138,25 @@ class Settings(BaseSettings):
         description="Swarm placement constraints a run may add (`constraints`): patterns "
         "matched against each constraint as written (`node.labels.pool==*`); none: refused.",
     )
+    allowed_bind_paths: StrList = Field(
+        default_factory=list,
+        description="Host directories a run may bind (`volumes` with an absolute `source`): "
+        "a bind is allowed at or under one of them, compared as text after `.`/`..` are "
+        "resolved; none: no bind (named volumes are always allowed).",
+    )
+    allowed_networks: StrList = Field(
+        default_factory=list,
+        description="Networks a run may join (`network`), by name; none: only the engine's "
+        "default network (a run that names none).",
+    )
+    allow_ports: bool = Field(
+        False, description="Let runs publish ports (`ports`) on PULLRUN_ALLOWED_PORT_HOSTS."
+    )
+    allowed_port_hosts: StrList = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="Host addresses a published port may be bound to (`ports[].host_ip`).",
+    )
+    allow_gpus: bool = Field(False, description="Let runs ask for GPUs (`gpus`, as --gpus).")
     lend_server_credentials: bool | None = Field(
         None,
         description="Lend the server's own registry credentials (its docker config) to pulls "
@@ -183,11 +202,68 @@ class Settings(BaseSettings):
         128, ge=1, description="Event streams one identity (user or token) may have open at once."
     )
 
+    # -- webhooks (backend/runs/webhooks.py) -------------------------------------------
+    webhooks: StrList = Field(
+        default_factory=list,
+        description="URLs (http or https) called with a JSON body, signed, when a run ends "
+        "(and starts: PULLRUN_WEBHOOK_EVENTS).",
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="Key of the HMAC-SHA256 signature of each webhook body "
+        "(`X-Pullrun-Signature: sha256=<hex>`); none: deliveries go unsigned.",
+    )
+    webhook_events: StrList = Field(
+        default_factory=lambda: ["finished"],
+        description="Which events call the webhooks: `finished`, `started` or both.",
+    )
+    webhook_timeout: float = Field(
+        10, gt=0, le=300, description="Seconds one webhook attempt may take to connect or answer."
+    )
+    webhook_retry_for: float = Field(
+        600,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="Seconds a failing webhook delivery is retried (exponential backoff) "
+        "before it is recorded `failed`.",
+    )
+    webhook_max_attempts: int = Field(
+        10, ge=1, le=100, description="Attempts a webhook delivery gets at most."
+    )
+    allow_notify_url: bool = Field(
+        False,
+        description="Let a run ask for a webhook of its own (`notify_url`): the server then "
+        "calls URLs its users choose (see docs/security.md).",
+    )
+
+    @field_validator("webhooks")
+    @classmethod
+    def _webhook_urls(cls, value: list[str]) -> list[str]:
+        for index, url in enumerate(value):
+            try:
+                check_webhook_url(url)
+            except ValueError as exc:
+                raise ValueError(f"PULLRUN_WEBHOOKS, URL {index + 1}: {exc}") from None
+        return value
+
+    @field_validator("webhook_events")
+    @classmethod
+    def _webhook_events(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - {"finished", "started"})
+        if unknown:
+            raise ValueError(f"unknown event {unknown[0]!r}: give finished, started or both")
+        return value
+
     @field_validator(
+        "webhooks",
+        "webhook_events",
         "trusted_proxies",
         "allowed_images",
         "denied_labels",
         "allowed_constraints",
+        "allowed_bind_paths",
+        "allowed_networks",
+        "allowed_port_hosts",
         "allowed_hosts",
         "allowed_origins",
         mode="before",
@@ -195,6 +271,14 @@ class Settings(BaseSettings):
     @classmethod
     def _split_lists(cls, value: Any) -> Any:
         return split_list(value)
+
+    @field_validator("allowed_bind_paths")
+    @classmethod
+    def _absolute_bind_paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/"):
+                raise ValueError(f"{path!r} is not an absolute path")
+        return value
 
     @field_validator("default_memory", "max_memory", "default_cpus", "max_cpus", mode="before")
     @classmethod

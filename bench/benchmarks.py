@@ -1,5 +1,5 @@
-"""The benchmarks: 1-8 of issue 4, 9 of issue 7, 10 of issue 9, 11 of issue 10. Each returns
-its table row(s)."""
+"""The benchmarks: 1-8 of issue 4, 9 of issue 7, 10 of issue 9, 11 of issue 10, 12 of
+issue 11 (bench/cli_bench.py). Each returns its table row(s)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from typing import Any
 
 from tests.support.server import free_port
 
+from .cli_bench import cli
 from .driver import (
     ROOT,
     BenchError,
@@ -889,4 +890,5 @@ BENCHMARKS: dict[str, Callable[[Config], list[Row]]] = {
     "9": page,
     "10": placement,
     "11": swarm,
+    "12": cli,  # bench/cli_bench.py
 }

@@ -28,6 +28,7 @@ from docker.utils import kwargs_from_env
 from ..errors import EngineUnavailable
 from ..models import RunSpec
 from ..reference import registry_of, split_reference
+from ..run_options import host_config_options
 from .config import EngineConfig
 
 MANAGED_LABEL = "pullrun.managed"
@@ -284,6 +285,8 @@ class DockerEngine:
             security_opt=["no-new-privileges"] if no_new_privileges else None,
             auto_remove=False,  # we remove it ourselves after the logs are drained
         )
+        # volumes, network, ports, gpus (checked by the run policy): HostConfig keys
+        host_config.update(host_config_options(spec.volumes, spec.network, spec.ports, spec.gpus))
         labels = {**spec.labels, RUN_LABEL: run_id, MANAGED_LABEL: "true"}
         container = self.api.create_container(
             spec.image,
@@ -297,6 +300,7 @@ class DockerEngine:
             host_config=host_config,
             name=name,
             platform=spec.platform,
+            ports=[(p.container_port, p.protocol) for p in spec.ports] or None,
         )
         return str(container["Id"])
 

@@ -5,6 +5,10 @@ dropped); any other CR stays inside the line. Invalid UTF-8 becomes U+FFFD.
 Text that has waited `partial_delay` seconds without a newline is emitted as
 a *partial* line; the next batch of that stream continues it under the same
 line number.
+
+Each batch carries `at`, the wall-clock time (seconds since the epoch) its
+first line's text was read: the `wall` time of the `feed` that brought its
+first piece (the relay reads the clock once per chunk, not per line).
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ class LogBatch:
     first: int
     lines: list[str]
     partial: bool
+    # When its first line's text was read (time.time()); None: not known (now).
+    at: float | None = field(default=None, compare=False)
+    # False: the output ended here without a line end (only from `finish`).
+    eol: bool = field(default=True, compare=False)
 
 
 @dataclass(slots=True)
@@ -31,6 +39,7 @@ class _StreamState:
     text: str = ""  # text of the current line not yet emitted
     open_number: int | None = None  # number of a line already emitted as partial
     waiting_since: float | None = None
+    text_at: float | None = None  # wall time the first of `text` was read
 
 
 class LineAssembler:
@@ -60,31 +69,40 @@ class LineAssembler:
             self._next += count
         return first
 
-    def feed(self, stream: str, data: bytes, now: float) -> list[LogBatch]:
+    def feed(
+        self, stream: str, data: bytes, now: float, wall: float | None = None
+    ) -> list[LogBatch]:
+        """`now`: the monotonic clock (partial-line deadlines); `wall`: the
+        time.time() the bytes were read (the batches' `at`)."""
         state = self._state(stream)
         text = state.decoder.decode(data)
         if not text:
             return []
+        if state.text_at is None:
+            state.text_at = wall
         if "\n" not in text:
             if state.waiting_since is None:
                 state.waiting_since = now
             state.text += text
             return []
+        first_at = state.text_at
         parts = (state.text + text).split("\n")
         rest = parts.pop()
         if "\r" in text or "\r" in state.text:
             parts = [p[:-1] if p.endswith("\r") else p for p in parts]
         state.text = rest
         state.waiting_since = now if rest else None
+        state.text_at = wall if rest else None
         batches: list[LogBatch] = []
         if state.open_number is not None and state.open_number != self._next - 1:
             # Lines of other streams were numbered since this line opened: its
             # continuation goes alone, the new lines get the next numbers.
-            batches.append(LogBatch(stream, self._number(state, 1), parts[:1], False))
+            batches.append(LogBatch(stream, self._number(state, 1), parts[:1], False, first_at))
             parts = parts[1:]
             if not parts:
                 return batches
-        batches.append(LogBatch(stream, self._number(state, len(parts)), parts, False))
+            first_at = wall
+        batches.append(LogBatch(stream, self._number(state, len(parts)), parts, False, first_at))
         return batches
 
     def next_deadline(self) -> float | None:
@@ -101,20 +119,21 @@ class LineAssembler:
         for name, state in self._streams.items():
             if state.waiting_since is None or now - state.waiting_since < self.partial_delay:
                 continue
-            text = state.text
+            text, at = state.text, state.text_at
             # A trailing CR may be the first half of CRLF: keep it back.
             held = "\r" if text.endswith("\r") else ""
             if held:
                 text = text[:-1]
             state.text = held
             state.waiting_since = None
+            state.text_at = at if held else None
             if not text:
                 continue
             first = state.open_number if state.open_number is not None else self._next
             if state.open_number is None:
                 self._next += 1
             state.open_number = first
-            out.append(LogBatch(name, first, [text], True))
+            out.append(LogBatch(name, first, [text], True, at))
         return out
 
     def finish(self) -> list[LogBatch]:
@@ -122,8 +141,8 @@ class LineAssembler:
         out: list[LogBatch] = []
         for name, state in self._streams.items():
             text = state.text + state.decoder.decode(b"", final=True)
-            state.text = ""
+            at, state.text, state.text_at = state.text_at, "", None
             state.waiting_since = None
             if text or state.open_number is not None:
-                out.append(LogBatch(name, self._number(state, 1), [text], False))
+                out.append(LogBatch(name, self._number(state, 1), [text], False, at, eol=False))
         return out

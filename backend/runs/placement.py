@@ -17,6 +17,17 @@ from ..errors import PolicyViolation
 from ..models import RunSpec
 
 
+def swarm_refused(spec: RunSpec) -> list[str]:
+    """The docker-run options of `spec` that a swarm engine does not take."""
+    asked = {
+        "volumes": bool(spec.volumes),
+        "network": spec.network is not None,
+        "ports": bool(spec.ports),
+        "gpus": spec.gpus is not None,
+    }
+    return [name for name, given in asked.items() if given]
+
+
 def selected(handle: EngineHandle, spec: RunSpec) -> bool:
     """Whether the run's choice (name, labels) allows this engine at all."""
     if spec.engine is not None and handle.name != spec.engine:
@@ -25,6 +36,8 @@ def selected(handle: EngineHandle, spec: RunSpec) -> bool:
         return False  # only a swarm's cluster can meet them
     if spec.secret_env and handle.config.kind == "swarm":
         return False  # a service's environment is kept in the cluster's store
+    if handle.config.kind == "swarm" and swarm_refused(spec):
+        return False  # docker-run options: a single engine only (docs/api.md)
     labels = handle.config.labels
     return all(labels.get(key) == value for key, value in spec.engine_labels.items())
 
@@ -63,6 +76,18 @@ def check_placeable(pool: EnginePool, spec: RunSpec) -> None:
                     "secret_env",
                     "not on a swarm engine: the cluster keeps a service's environment in its "
                     "store and shows it in `docker service inspect`; use a docker engine",
+                )
+            ]
+        )
+    refused = swarm_refused(spec)
+    if not chosen and refused and any(h.config.kind == "swarm" for h in pool):
+        raise PolicyViolation(
+            [
+                (
+                    refused[0],
+                    "not on a swarm engine (volumes, network, ports and gpus are for a "
+                    "docker engine, whose host the policy checks them against); "
+                    "use a docker engine",
                 )
             ]
         )

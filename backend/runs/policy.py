@@ -6,6 +6,7 @@ of the run exists (no record, no event file, no pull).
 - Limits: memory, CPUs, process count and timeout each have a default (filled
   into the run's spec, so the run shows what it got) and a maximum (422).
 - `workdir` under /proc and labels whose keys match `denied_labels`: 422.
+- `volumes`, `network`, `ports`, `gpus`: backend/runs/run_options_policy.py (422).
 - Who sees what: `env` values only for the run's creator and admins
   (`redact`); `secret_env` values are never kept at all (the spec keeps `***`).
 
@@ -27,6 +28,7 @@ from ..errors import PolicyDenied, PolicyViolation
 from ..models import REDACTED, RunCreate, RunRecord
 from ..reference import split_reference
 from ..settings import Settings
+from .run_options_policy import check_options
 
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DEFAULT_DOMAIN = "index.docker.io"
@@ -175,6 +177,15 @@ def apply_policy(request: RunCreate, settings: Settings) -> RunCreate:
             )
         )
 
+    option_problems, option_update = check_options(request, settings)
+    problems.extend(option_problems)
+    update.update(option_update)
+
+    if request.notify_url is not None and not settings.allow_notify_url:
+        problems.append(
+            ("notify_url", "not allowed by the policy (PULLRUN_ALLOW_NOTIFY_URL is off)")
+        )
+
     if problems:
         raise PolicyViolation(problems)
     return request.model_copy(update=update)
@@ -206,6 +217,6 @@ def redact(record: RunRecord, identity: Identity | None = None) -> RunRecord:
 def kept_spec_data(request: RunCreate) -> dict[str, Any]:
     """What of a request goes into the run's record: everything but
     `registry_auth`, with `secret_env` values replaced by `***`."""
-    data = request.model_dump(exclude={"registry_auth", "secret_env"})
+    data = request.model_dump(exclude={"registry_auth", "secret_env", "notify_url"})
     data["secret_env"] = dict.fromkeys(request.secret_env, REDACTED)
     return data

@@ -394,7 +394,7 @@ class ResumedRelay(OutputRelay):
         for name, skip in self._skips.items():
             rest, _ = skip.finish()
             if rest:
-                self._emit(assembler.feed(name, rest, time.monotonic()))
+                self._emit(assembler.feed(name, rest, time.monotonic(), time.time()))
 
 
 class NoOutput:

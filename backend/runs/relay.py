@@ -2,7 +2,8 @@
 
 Reads the attach stream (poll with the partial-line deadline as timeout),
 reassembles lines across frames and appends them as `log` events; past
-`max_log_bytes` lines are counted but neither streamed nor kept.
+`max_log_bytes` lines are counted but neither streamed nor kept. Each event's
+`at` is when its first line was read: the clock is read once per chunk.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 from ..engines import OutputStream
 from ..engines.frames import STDERR, FrameDecoder
-from ..events import EventType
+from ..events import EventType, rfc3339_at
 from ..settings import Settings
 from ..storage.eventlog import EventLog
 from .lines import LineAssembler, LogBatch
@@ -52,6 +53,7 @@ class OutputRelay:
         self._dropping = False
         self._dropped_bytes = 0
         self._assembler: LineAssembler | None = None
+        self._at: tuple[float, str] = (0.0, "")  # the last `at` formatted
 
     def run(self, output: OutputStream, *, tty: bool) -> OutputCounts:
         """Relay until the stream ends; flush the last, unterminated lines."""
@@ -62,6 +64,7 @@ class OutputRelay:
             timeout = None if deadline is None else deadline - time.monotonic()
             chunk = output.read(timeout)
             now = time.monotonic()
+            wall = time.time()
             if chunk is None:
                 self._emit(assembler.flush_due(now))
                 continue
@@ -72,7 +75,7 @@ class OutputRelay:
                 self._raw_bytes += len(payload)
                 payload = self._new_bytes(name, payload)
                 if payload:
-                    batches.extend(assembler.feed(name, payload, now))
+                    batches.extend(assembler.feed(name, payload, now, wall))
             batches.extend(assembler.flush_due(now))
             self._emit(batches)
         self._end(assembler)
@@ -103,6 +106,15 @@ class OutputRelay:
             dropped_bytes=self._dropped_bytes,
         )
 
+    def _time(self, at: float | None) -> str:
+        """RFC 3339 (milliseconds) of a batch's `at` (None: now); the batches
+        of one chunk share it, so it is formatted once."""
+        if at is None:
+            at = time.time()
+        if at != self._at[0]:
+            self._at = (at, rfc3339_at(at))
+        return self._at[1]
+
     def _emit(self, batches: list[LogBatch]) -> None:
         for batch in batches:
             if self._dropping:
@@ -116,6 +128,7 @@ class OutputRelay:
                     continue
             self._kept_bytes += size
             lines = batch.lines
+            at = self._time(batch.at)
             for start in range(0, len(lines), MAX_LINES_PER_EVENT):
                 part = lines[start : start + MAX_LINES_PER_EVENT]
                 more = start + MAX_LINES_PER_EVENT < len(lines)
@@ -123,9 +136,12 @@ class OutputRelay:
                     EventType.LOG,
                     {
                         "stream": batch.stream,
+                        "at": at,
                         "first": batch.first + start,
                         "lines": part,
                         "partial": batch.partial and not more,
+                        # the output ended without a line end (printf 'a'):
+                        **({"eol": False} if not batch.eol and not more else {}),
                     },
                 )
             self._kept_through = max(self._kept_through, batch.first + len(lines) - 1)
@@ -149,4 +165,4 @@ class OutputRelay:
                 break
             keep += 1
         self._dropped_bytes += _text_bytes(batch.lines[keep:], batch.partial)
-        return LogBatch(batch.stream, batch.first, batch.lines[:keep], False)
+        return LogBatch(batch.stream, batch.first, batch.lines[:keep], False, batch.at)

@@ -18,17 +18,28 @@ from ..engines import LOCAL, DockerEngine, EngineConfig, EngineFactory
 from ..engines.pool import EngineHandle, EnginePool, probe_of
 from ..errors import Conflict, DiskFull, NotFound, QueueFull, ShuttingDown
 from ..events import EventType, now_rfc3339
-from ..models import Phase, RunCreate, RunError, RunLinks, RunRecord, RunSpec, RunStatus
+from ..models import (
+    Phase,
+    RunCreate,
+    RunError,
+    RunLinks,
+    RunRecord,
+    RunSpec,
+    RunStatus,
+    WebhookDelivery,
+)
 from ..settings import Settings
 from ..storage.eventlog import EventLog, RunFeed, Subscribers
 from ..storage.reader import read_events
 from ..storage.retention import Retention
 from ..storage.space import DataDirSpace
 from ..storage.store import RunStore
+from .metrics import RunMetrics
 from .pipeline import RunPipeline, Unplaced, done_data
 from .placement import candidates, check_placeable, choose, fits
 from .policy import apply_policy, kept_spec_data, redact
 from .reattach import ReattachPipeline, Recorded
+from .webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +112,7 @@ class Runner:
         self._shut = asyncio.Event()
         self.subscribers = Subscribers()  # run event streams
         self.feed_subscribers = Subscribers()  # GET /api/events
+        self.metrics = RunMetrics(self)  # GET /metrics
         # Ended, but the disk was too full to save the record: served from here
         # until a retention sweep (or the next start's recovery) saves it.
         self._unsaved: dict[str, RunRecord] = {}
@@ -112,6 +124,7 @@ class Runner:
         self.retention.start()
         self.retention.poke()  # settings may have changed since the last start
         self._threads: set[threading.Thread] = set()
+        self.webhooks = WebhookSender(settings, self._webhooks_changed)
         self.engines.start()
         self._dispatcher = threading.Thread(
             target=self._dispatch_loop, name="pullrun-placement", daemon=True
@@ -192,6 +205,7 @@ class Runner:
         )
         pipeline.on_unreachable = self.engines.suspect
         pipeline.engine_of_node = self.engine_of_node
+        self.webhooks.watch(run_id, request.notify_url)
         with self._lock:
             if self._closing:
                 raise ShuttingDown("the server is shutting down; no new runs are accepted")
@@ -210,6 +224,9 @@ class Runner:
                 raise
             self._active[run_id] = ActiveRun(pipeline)
             self._queue.append(run_id)
+            # Counted before a worker can end it (and count it `finished`).
+            one = self.engines.first.name if len(self.engines) == 1 else ""
+            self.metrics.started(spec.engine or one)
             # A copy as accepted: a worker may change the live record at once.
             accepted = record.model_copy(deep=True)
             self._changed()
@@ -440,8 +457,13 @@ class Runner:
                 pipeline.abort("internal error: see the server log")
             except BaseException:
                 log.exception("run %s: could not record its end", run_id)
+        try:
+            self.metrics.finished(pipeline.record)
+        except Exception:  # a metric never costs a run its end
+            log.exception("run %s: could not count its end", run_id)
         with self._lock:
             self._active.pop(run_id, None)
+        self.webhooks.finished(pipeline.record)  # never waits for a delivery
         active.finished.set()
         self.retention.poke()
 
@@ -469,6 +491,21 @@ class Runner:
             log.error("run %s ended but the data dir is too full to save it", record.id)
             self._unsaved[record.id] = record
         self._publish(record)
+        if record.status == RunStatus.RUNNING:
+            self.webhooks.started(record)  # once per run; never waits for a delivery
+
+    def _webhooks_changed(self, run_id: str, deliveries: list[WebhookDelivery]) -> None:
+        """The webhook sender's news: the run's deliveries, into its record."""
+        with self._lock:
+            active = self._active.get(run_id)
+        if active is not None:  # its pipeline saves the record (at the latest, at its end)
+            active.pipeline.record.webhooks = deliveries
+            self._publish(active.pipeline.record)
+            return
+        record = self._unsaved.get(run_id) or self.store.get(run_id)
+        if record is not None:
+            record.webhooks = deliveries
+            self._save(record)
 
     def _save_unsaved(self) -> None:
         for run_id, record in list(self._unsaved.items()):
@@ -504,6 +541,7 @@ class Runner:
         for active in list(self._active.values()):
             remaining = max(0.0, deadline - self._loop.time())
             await asyncio.to_thread(active.finished.wait, remaining)
+        await asyncio.to_thread(self.webhooks.stop)
         self.engines.stop()
         await asyncio.to_thread(self.retention.stop)
         await asyncio.to_thread(self._save_unsaved)

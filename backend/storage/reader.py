@@ -160,9 +160,18 @@ class Line:
     stream: str
     text: str
     partial: bool = False  # still open: the next `log` event of its stream continues it
+    # When it was read: its `log` event's `at` (its first part's, for a line
+    # sent in parts); None in logs written before events had it.
+    at: str | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "stream": self.stream, "text": self.text, "partial": self.partial}
+        return {
+            "n": self.n,
+            "stream": self.stream,
+            "text": self.text,
+            "partial": self.partial,
+            "at": self.at,
+        }
 
 
 class Joined(NamedTuple):
@@ -220,7 +229,7 @@ class LineJoiner:
         opened = None
         if data["partial"]:
             if texts:
-                opened = Line(number + len(texts) - 1, stream, texts[-1], True)
+                opened = Line(number + len(texts) - 1, stream, texts[-1], True, data.get("at"))
                 texts = texts[:-1]
                 self._open[stream] = _OpenLine(opened, [opened.text], len(opened.text))
             elif held is not None:
@@ -271,8 +280,10 @@ def join_lines(events: Iterable[_HasData], joiner: LineJoiner | None = None) -> 
         if event.type != "log":
             continue
         joined = joiner.feed(event.data)
-        stream = event.data["stream"]
-        lines.extend(Line(joined.first + i, stream, text) for i, text in enumerate(joined.texts))
+        stream, at = event.data["stream"], event.data.get("at")
+        lines.extend(
+            Line(joined.first + i, stream, text, at=at) for i, text in enumerate(joined.texts)
+        )
         if joined.opened is not None:
             lines.append(joined.opened)
     joiner.open_lines()  # the texts of lines still open, up to date

@@ -133,6 +133,7 @@ class DataDirSpace:
         self.lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._events_bytes = 0
+        self.events_written = 0  # events appended to run logs (GET /metrics)
         self._folders = [self.data_dir]  # one per filesystem: events/ may be a mount
 
     def prepare(self) -> None:
@@ -165,8 +166,10 @@ class DataDirSpace:
         return self._events_bytes
 
     def grew(self, n: int) -> None:
+        """An event of `n` bytes was written to a run's log."""
         with self._count_lock:
             self._events_bytes += n
+            self.events_written += 1
 
     def remove(self, path: Path) -> int:
         """Delete an event file; the bytes freed (0 when it was not there)."""

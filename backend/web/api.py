@@ -161,12 +161,24 @@ def get_logs(
     run_id: str,
     runner: RunnerDep,
     _: ViewerDep,
-    stream: Literal["stdout", "stderr", "tty"] | None = None,
+    stream: Annotated[
+        Literal["stdout", "stderr", "tty"] | None,
+        Query(description="Only this stream's lines (`tty` for a run with a terminal)."),
+    ] = None,
+    timestamps: Annotated[
+        bool,
+        Query(description="Start each line with the time it was read and a space (RFC 3339)."),
+    ] = False,
 ) -> StreamingResponse:
     """The full log as text, one line per line (also while the run is going)."""
     record = runner.get(run_id)
     return StreamingResponse(
-        log_text(runner.settings.events_file(run_id), stream),
+        log_text(
+            runner.settings.events_file(run_id),
+            stream,
+            timestamps=timestamps,
+            default_at=record.created_at,
+        ),
         media_type="text/plain; charset=utf-8",
         headers={"Content-Disposition": f'inline; filename="pullrun-{record.id}.log"'},
     )

@@ -30,7 +30,7 @@ from ..runs.runner import Runner
 from ..settings import Settings
 from ..storage.eventlog import RunFeed
 from ..storage.store import RunStore
-from . import admin, api, docs, pages, security, signin, stream
+from . import admin, api, docs, metrics, pages, security, signin, stream
 from .connections import StreamLimits, raise_open_file_limit
 
 log = logging.getLogger(__name__)
@@ -222,6 +222,7 @@ def create_app(
     app.include_router(pages.router)
     app.include_router(signin.router)
     app.include_router(admin.router)
+    app.include_router(metrics.router)
     signin.install_openapi_auth(app)
     app.include_router(docs.router)  # before /static: it serves /static/swagger-ui/
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -22,6 +22,7 @@ from ..auth import Role
 from ..engines.pool import DOWN, UNKNOWN, UP
 from ..errors import NotFound
 from ..models import PIPELINE_PHASES, REDACTED, Phase, RunRecord, RunSpec, RunStatus
+from ..run_options import port_text, volume_text
 from ..runs.policy import redact
 from ..runs.runner import Runner
 from .deps import RunnerDep, ViewerDep
@@ -200,6 +201,10 @@ def prefill(spec: RunSpec) -> dict[str, Any]:
         "auto_remove": spec.auto_remove,
         "engine": spec.engine or "",
         "engine_labels": "\n".join(f"{k}={v}" for k, v in spec.engine_labels.items()),
+        "volumes": "\n".join(volume_text(v) for v in spec.volumes),
+        "ports": "\n".join(port_text(p) for p in spec.ports),
+        "network": spec.network or "",
+        "gpus": spec.gpus or "",
     }
 
 

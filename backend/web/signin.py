@@ -45,9 +45,11 @@ def safe_next(value: str | None) -> str:
 
 
 def wants_sign_in_page(request: Request) -> bool:
-    """An unauthenticated page request is sent to /login; /api gets a 401."""
+    """An unauthenticated page request is sent to /login; /api (and /metrics,
+    for a scraper) gets a 401."""
     path = request.url.path
-    return request.method in ("GET", "HEAD") and not path.startswith("/api")
+    machine = path.startswith("/api") or path == "/metrics"
+    return request.method in ("GET", "HEAD") and not machine
 
 
 def redirect_to_login(request: Request) -> RedirectResponse:

@@ -124,9 +124,11 @@ def build_snapshot(path: Path, upto: int | None = None, tail_lines: int = 1000) 
                 snap.layers[data["layer"]] = _layer_view(progress, data["layer"], data)
         elif kind == "log":
             joined = joiner.feed(_bounded(data, joiner))
-            stream, first, texts = data["stream"], joined.first, joined.texts
+            stream, first, texts, at = data["stream"], joined.first, joined.texts, data.get("at")
             skip = max(0, len(texts) - tail_lines)  # would leave the tail at once
-            snap.lines.extend(Line(first + i, stream, texts[i]) for i in range(skip, len(texts)))
+            snap.lines.extend(
+                Line(first + i, stream, texts[i], at=at) for i in range(skip, len(texts))
+            )
             if joined.opened is not None:
                 snap.lines.append(joined.opened)
             snap.total_lines = joiner.total

@@ -104,7 +104,12 @@ function buildRequest() {
     if (secret === "***") errors.push(["secret_env", `${key}: enter the value again (secret values are never kept)`]);
   }
   if (Object.keys(secretEnv).length) body.secret_env = secretEnv;
-  for (const name of ["workdir", "user", "platform", "memory"]) {
+  for (const name of ["volumes", "ports"]) {
+    // One docker-style string a line; the server parses and checks each.
+    const lines = $(`f-${name}`).value.split("\n").map((line) => line.trim()).filter(Boolean);
+    if (lines.length) body[name] = lines;
+  }
+  for (const name of ["workdir", "user", "platform", "memory", "network", "gpus"]) {
     if (value(name)) body[name] = value(name);
   }
   body.pull = $("f-pull").value;

@@ -22,10 +22,11 @@
 //
 // The sink (logview.js's LogView, or the tests' headless one) shows lines:
 //   append(entry, from, to, state, open) -> end state: show entry.lines[from..to)
-//       (numbers entry.base + k) after the others, the first in SGR state
+//       (numbers entry.base + k, read at entry.at: the event's `at`, or null
+//       in a log written before events had it) after the others, the first in SGR state
 //       `state`; `open` (or null) is the open line's record when it is among
 //       them: the sink sets its `el` (a handle) and `state0` (its state).
-//   prepend(pieces): show [{stream, lines, base, from, to, state, open}] above
+//   prepend(pieces): show [{stream, lines, base, at, from, to, state, open}] above
 //       the others, oldest first (`open` as for append, when not shown yet).
 //   rerender(open, partial) -> end state, or null when open.el is no longer
 //       shown: the open line's text (open.text) grew.
@@ -49,7 +50,7 @@ export const QUIET_MS = 300; // no new lines for this long: the flood is over
 const LAZY_CHARS = 256 * 1024; // this much waiting output is parsed the flood way
 // How the server writes a `log` event's data (orjson keeps this key order):
 // a fast look at events that a flood skips anyway. Anything else is parsed.
-const PLAIN_EVENT = /^\{"stream":"(stdout|stderr|tty)","first":\d+,"lines":\[/;
+const PLAIN_EVENT = /^\{"stream":"(stdout|stderr|tty)",(?:"at":"[^"]*",)?"first":\d+,"lines":\[/;
 const WHOLE_LINES = '],"partial":false}';
 const ESCAPED_ESC = /\\u001b/i;
 
@@ -64,13 +65,13 @@ export class LogModel {
     this.paused = false; // a flood came while the reader was scrolled up
     this.stuck = true; // the reader follows the end
     // Parsed, not shown yet, oldest first:
-    //   {kind: "lines", stream, lines, base, start, partial}: lines[start..] are
-    //     lines base+start.., the last one open when `partial`
+    //   {kind: "lines", stream, lines, base, start, partial, at}: lines[start..] are
+    //     lines base+start.., the last one open when `partial`, read at `at`
     //   {kind: "cont", stream, n, text, partial}: the rest of open line n
     this.queue = [];
     this.head = 0;
     this.queuedLines = 0;
-    // Skipped in a flood but among the newest: [{stream, lines, base, from, to, state0}]
+    // Skipped in a flood but among the newest: [{stream, lines, base, at, from, to, state0}]
     this.store = [];
     this.storeLines = 0;
     this.ingestOpen = new Map(); // stream -> number of its open line, as events arrive
@@ -88,10 +89,10 @@ export class LogModel {
 
   // -- input ----------------------------------------------------------------------------
 
-  // Lines of the server's snapshot: [{n, stream, text, partial}], oldest first.
+  // Lines of the server's snapshot: [{n, stream, text, partial, at}], oldest first.
   loadSnapshot(lines, total) {
     for (const line of lines) {
-      this.add({ stream: line.stream, first: line.n, lines: [line.text], partial: line.partial });
+      this.add({ stream: line.stream, at: line.at, first: line.n, lines: [line.text], partial: line.partial });
     }
     this.total = Math.max(this.total, total || 0);
   }
@@ -106,6 +107,7 @@ export class LogModel {
   // One `log` event's data (docs/api.md).
   add(data) {
     const { stream, first, lines, partial } = data;
+    const at = data.at ?? null; // when its first line was read (RFC 3339)
     if (!lines.length) return;
     let start = 0;
     const open = this.ingestOpen.get(stream);
@@ -117,7 +119,7 @@ export class LogModel {
       }
     }
     if (start < lines.length) {
-      this.queue.push({ kind: "lines", stream, lines, base: first, start, partial });
+      this.queue.push({ kind: "lines", stream, lines, base: first, start, partial, at });
       this.queuedLines += lines.length - start;
     }
     if (partial) this.ingestOpen.set(stream, first + lines.length - 1);
@@ -370,7 +372,9 @@ export class LogModel {
       if (keepStart < to) {
         let state0 = stateAtFrom;
         for (let k = from; k < keepStart; k++) state0 = advanceState(entry.lines[k], state0);
-        this.store.push({ stream: entry.stream, lines: entry.lines, base: entry.base, from: keepStart, to, state0 });
+        this.store.push({
+          stream: entry.stream, lines: entry.lines, base: entry.base, at: entry.at, from: keepStart, to, state0,
+        });
         this.storeLines += to - keepStart;
       }
       skipped += take;
@@ -398,7 +402,8 @@ export class LogModel {
       const open = this.open.get(seg.stream);
       const openHere = open !== undefined && !open.el && open.n >= seg.base + from && open.n < seg.base + seg.to;
       pieces.unshift({
-        stream: seg.stream, lines: seg.lines, base: seg.base, from, to: seg.to, state, open: openHere ? open : null,
+        stream: seg.stream, lines: seg.lines, base: seg.base, at: seg.at, from, to: seg.to, state,
+        open: openHere ? open : null,
       });
       const count = seg.to - from;
       room -= count;
@@ -410,6 +415,29 @@ export class LogModel {
     }
     sink.prepend(pieces);
   }
+}
+
+// The log filter: a case-insensitive substring, or with `regex` a regular
+// expression (also case-insensitive). {test, error}: `test(text)` says whether
+// a line matches (null: no filter); `error` tells why a pattern is invalid
+// (then nothing is filtered). Never throws.
+export const MAX_FILTER_CHARS = 1000;
+
+export function lineMatcher(query, regex = false) {
+  const q = regex ? query : query.trim().toLowerCase();
+  if (!q) return { test: null, error: null };
+  if (q.length > MAX_FILTER_CHARS) {
+    return { test: null, error: `The filter is longer than ${MAX_FILTER_CHARS} characters.` };
+  }
+  if (!regex) return { test: (text) => text.toLowerCase().includes(q), error: null };
+  let re;
+  try {
+    re = new RegExp(q, "i");
+  } catch (err) {
+    const detail = String((err && err.message) || err).replace(/^Invalid regular expression: /, "");
+    return { test: null, error: `Invalid regular expression: ${detail}` };
+  }
+  return { test: (text) => re.test(text), error: null };
 }
 
 // What the log's marker and info line say.

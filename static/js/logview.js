@@ -9,10 +9,13 @@
 // they are off screen (content-visibility), and a marker says how many
 // earlier lines are only in the full log.
 
-import { LogModel, describe } from "./logmodel.js";
+import { LogModel, describe, lineMatcher } from "./logmodel.js";
 import { renderLine } from "./term.js";
 
 const BOTTOM_SLACK_PX = 8;
+// A line's time (its `log` event's `at`), shown by the "Timestamps" toggle
+// from the line's data-at (app.css); a line of an older log has none.
+const NO_TIME = "–".padEnd(24);
 
 export class LogView {
   constructor({ scroller, body, marker, markerText, info, followButton, onTotal = null, cap = 5000, chunkSize = 200 }) {
@@ -27,7 +30,9 @@ export class LogView {
     this.model = new LogModel({ cap });
 
     this.chunks = []; // chunk elements, oldest first
-    this.filter = "";
+    this.filter = ""; // the filter as typed ("" when none or invalid)
+    this.regex = false;
+    this.match = null; // text -> whether the line matches (null: no filter)
     this.matches = 0;
     this.scheduled = false;
     this.inFrame = false;
@@ -94,13 +99,14 @@ export class LogView {
 
   // -- the model's sink (see logmodel.js) ----------------------------------------------
 
-  lineElement(n, stream, text, state, isOpen) {
+  lineElement(n, stream, text, state, isOpen, at) {
     const el = document.createElement("div");
     el.className = isOpen ? `ln ${stream} partial` : `ln ${stream}`;
     el.dataset.n = n;
+    el.dataset.at = at || NO_TIME;
     el.endState = renderLine(el, text, state);
-    if (this.filter) {
-      if (el.textContent.toLowerCase().includes(this.filter)) this.matches++;
+    if (this.match) {
+      if (this.match(el.textContent)) this.matches++;
       else el.classList.add("filtered-out");
     }
     return el;
@@ -121,7 +127,7 @@ export class LogView {
         fragment = document.createDocumentFragment();
       }
       const isOpen = open !== null && k === open.index;
-      const el = this.lineElement(entry.base + k, stream, entry.lines[k], state, isOpen);
+      const el = this.lineElement(entry.base + k, stream, entry.lines[k], state, isOpen, entry.at);
       if (isOpen) Object.assign(open, { el, state0: state });
       state = el.endState;
       fragment.append(el);
@@ -142,7 +148,7 @@ export class LogView {
       for (let k = piece.from; k < piece.to; k++) {
         const n = piece.base + k;
         const isOpen = open !== null && open.n === n;
-        const el = this.lineElement(n, piece.stream, piece.lines[k], state, isOpen);
+        const el = this.lineElement(n, piece.stream, piece.lines[k], state, isOpen, piece.at);
         if (isOpen) Object.assign(open, { el, state0: state });
         state = el.endState;
         chunk.append(el);
@@ -159,9 +165,9 @@ export class LogView {
     if (!el.isConnected) return null;
     const state = renderLine(el, open.text, open.state0);
     el.classList.toggle("partial", partial);
-    if (this.filter) {
+    if (this.match) {
       const was = !el.classList.contains("filtered-out");
-      const now = el.textContent.toLowerCase().includes(this.filter);
+      const now = this.match(el.textContent);
       el.classList.toggle("filtered-out", !now);
       this.matches += (now ? 1 : 0) - (was ? 1 : 0);
     }
@@ -181,14 +187,14 @@ export class LogView {
       const first = this.chunks[0];
       const lines = first.childElementCount;
       if (lines <= excess) {
-        if (this.filter) this.matches -= first.querySelectorAll(".ln:not(.filtered-out)").length;
+        if (this.match) this.matches -= first.querySelectorAll(".ln:not(.filtered-out)").length;
         first.remove();
         this.chunks.shift();
         excess -= lines;
       } else {
         for (let k = 0; k < excess; k++) {
           const line = first.firstElementChild;
-          if (this.filter && !line.classList.contains("filtered-out")) this.matches--;
+          if (this.match && !line.classList.contains("filtered-out")) this.matches--;
           line.remove();
         }
         excess = 0;
@@ -291,18 +297,31 @@ export class LogView {
     if (this.model.stuck) this.scrollToBottom();
   }
 
-  setFilter(query) {
-    const q = query.trim().toLowerCase();
-    if (q === this.filter) return;
+  // Show each line's time (its data-at) before its number.
+  setTimes(show) {
+    this.scroller.classList.toggle("times", show);
+    if (this.model.stuck) this.scrollToBottom();
+  }
+
+  // Filter the lines by `query`: a substring, or a regular expression when
+  // `regex` (both case-insensitive). Returns the error of an invalid pattern
+  // (then nothing is filtered), or null.
+  setFilter(query, regex = this.regex) {
+    const { test, error } = lineMatcher(query, regex);
+    const q = test ? (regex ? query : query.trim().toLowerCase()) : "";
+    if (q === this.filter && regex === this.regex) return error;
     this.filter = q;
+    this.regex = regex;
+    this.match = test;
     this.matches = 0;
-    this.scroller.classList.toggle("filtering", Boolean(q));
+    this.scroller.classList.toggle("filtering", Boolean(test));
     for (const el of this.body.querySelectorAll(".ln")) {
-      const hit = !q || el.textContent.toLowerCase().includes(q);
+      const hit = !test || test(el.textContent);
       el.classList.toggle("filtered-out", !hit);
-      if (q && hit) this.matches++;
+      if (test && hit) this.matches++;
     }
     this.updateInfo();
     if (this.model.stuck) this.scrollToBottom();
+    return error;
   }
 }

@@ -236,16 +236,38 @@ $("cancel-run")?.addEventListener("click", async (event) => {
 });
 
 const filterInput = $("log-filter");
+const regexBox = $("log-regex");
+const filterError = $("log-filter-error");
 let filterTimer = null;
+
+// Filter now; an invalid pattern is said next to the field (nothing is filtered).
+function applyFilter() {
+  clearTimeout(filterTimer);
+  const error = logs.setFilter(filterInput.value, regexBox.checked);
+  if (error) filterInput.setAttribute("aria-invalid", "true");
+  else filterInput.removeAttribute("aria-invalid");
+  setText(filterError, error || "");
+  filterError.hidden = !error;
+}
+
 filterInput.addEventListener("input", () => {
   clearTimeout(filterTimer);
-  filterTimer = setTimeout(() => logs.setFilter(filterInput.value), 120);
+  filterTimer = setTimeout(applyFilter, 120);
 });
 filterInput.addEventListener("keydown", (e) => {
   if (e.key === "Escape") {
     filterInput.value = "";
-    logs.setFilter("");
+    applyFilter();
   }
+});
+regexBox.addEventListener("change", applyFilter);
+
+const times = $("log-times");
+times.checked = localStorage.getItem("pullrun.timestamps") === "1";
+logs.setTimes(times.checked);
+times.addEventListener("change", () => {
+  logs.setTimes(times.checked);
+  localStorage.setItem("pullrun.timestamps", times.checked ? "1" : "0");
 });
 
 const wrap = $("log-wrap");

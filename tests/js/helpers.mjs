@@ -39,19 +39,19 @@ export class FakeClock {
 // objects, in the order logview.js would show them.
 export class HeadlessSink {
   constructor() {
-    this.shown = []; // [{n, stream, text, partial, connected}], oldest first
+    this.shown = []; // [{n, stream, text, partial, at, connected}], oldest first
     this.updates = 0;
     this.follows = 0;
   }
 
-  line(n, stream, text, isOpen) {
-    return { n, stream, text, partial: isOpen, connected: true };
+  line(n, stream, text, isOpen, at) {
+    return { n, stream, text, partial: isOpen, at, connected: true };
   }
 
   append(entry, from, to, state, open) {
     for (let k = from; k < to; k++) {
       const isOpen = open !== null && k === open.index;
-      const line = this.line(entry.base + k, entry.stream, entry.lines[k], isOpen);
+      const line = this.line(entry.base + k, entry.stream, entry.lines[k], isOpen, entry.at);
       if (isOpen) Object.assign(open, { el: line, state0: state });
       state = advanceState(entry.lines[k], state);
       this.shown.push(line);
@@ -66,7 +66,7 @@ export class HeadlessSink {
       for (let k = piece.from; k < piece.to; k++) {
         const n = piece.base + k;
         const isOpen = piece.open !== null && piece.open.n === n;
-        const line = this.line(n, piece.stream, piece.lines[k], isOpen);
+        const line = this.line(n, piece.stream, piece.lines[k], isOpen, piece.at);
         if (isOpen) Object.assign(piece.open, { el: line, state0: state });
         state = advanceState(piece.lines[k], state);
         block.push(line);
@@ -104,7 +104,7 @@ export class HeadlessSink {
 
   // What is shown, as the Python joiner's lines are written in the fixtures.
   lines() {
-    return this.shown.map(({ n, stream, text, partial }) => ({ n, stream, text, partial }));
+    return this.shown.map(({ n, stream, text, partial, at }) => ({ n, stream, text, partial, at }));
   }
 }
 

@@ -181,7 +181,7 @@ suite("a reader scrolled up", () => {
     drain(model, sink, clock);
     const shown = sink.lines();
     assert.equal(shown.length, 51);
-    assert.deepEqual(shown[50], { n: 51, stream: "stderr", text: "Password: (hidden)", partial: false });
+    assert.deepEqual(shown[50], { n: 51, stream: "stderr", text: "Password: (hidden)", partial: false, at: null });
   });
 });
 

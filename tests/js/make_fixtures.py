@@ -34,7 +34,7 @@ from typing import Any
 from backend.engines import DockerEngine
 from backend.engines.config import EngineConfig
 from backend.engines.pool import EngineHandle
-from backend.events import encode_event
+from backend.events import encode_event, rfc3339_at
 from backend.runs.lines import LineAssembler, LogBatch
 from backend.runs.progress import Layer, PullProgress
 from backend.storage.reader import Event, join_lines
@@ -162,13 +162,23 @@ def pull_fixture(source: str, messages: list[dict[str, Any]], scratch: Path) -> 
 # -- lines -----------------------------------------------------------------------------
 
 
-def log(stream: str, first: int, lines: list[str], partial: bool = False) -> dict[str, Any]:
-    # The key order of the server's events (logmodel.js reads it on a fast path).
-    return {"stream": stream, "first": first, "lines": lines, "partial": partial}
+AT0 = 1_795_995_601.0  # 2026-11-29T23:40:01Z: when the fixtures' output is read
+
+
+def log(
+    stream: str, first: int, lines: list[str], partial: bool = False, at: float | None = None
+) -> dict[str, Any]:
+    # The key order of the server's events (logmodel.js reads it on a fast path);
+    # without `at`, an event of a log written before events had it.
+    data: dict[str, Any] = {"stream": stream}
+    if at is not None:
+        data["at"] = rfc3339_at(AT0 + at)
+    return {**data, "first": first, "lines": lines, "partial": partial}
 
 
 def batch_event(batch: LogBatch) -> dict[str, Any]:
-    return log(batch.stream, batch.first, batch.lines, batch.partial)
+    at = batch.at - AT0 if batch.at is not None else None
+    return log(batch.stream, batch.first, batch.lines, batch.partial, at)
 
 
 def assembled(script: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
@@ -181,7 +191,7 @@ def assembled(script: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     for step in script:
         if step[0] == "out":
-            batches = assembler.feed(step[1], step[2], step[3])
+            batches = assembler.feed(step[1], step[2], step[3], AT0 + step[3])
         elif step[0] == "flush":
             batches = assembler.flush_due(step[1])
         else:
@@ -210,20 +220,20 @@ def seq_with_meter(count: int) -> list[tuple[Any, ...]]:
 LINE_CASES: dict[str, list[dict[str, Any]]] = {
     "one-line-per-event": [log("stdout", n, [f"line {n}"]) for n in range(1, 6)],
     "streams-interleaved": [
-        log("stdout", 1, ["out 1", "out 2"]),
-        log("stderr", 3, ["err 3"]),
-        log("stdout", 4, ["out 4", "out 5", "out 6"]),
-        log("stderr", 7, ["err 7", "err 8"]),
+        log("stdout", 1, ["out 1", "out 2"], at=0.001),
+        log("stderr", 3, ["err 3"], at=0.25),
+        log("stdout", 4, ["out 4", "out 5", "out 6"], at=1.5),
+        log("stderr", 7, ["err 7", "err 8"], at=61.999),
     ],
     "prompt-completed": [
-        log("stdout", 1, ["Password: "], True),
-        log("stdout", 1, ["hunter2", "welcome"]),
+        log("stdout", 1, ["Password: "], True, at=0.0),
+        log("stdout", 1, ["hunter2", "welcome"], at=4.2),
     ],
     "partial-continued-still-partial": [
-        log("tty", 1, ["downloading  10%"], True),
-        log("tty", 1, ["\r downloading  50%"], True),
-        log("tty", 1, ["\r downloading 100%"], True),
-        log("tty", 1, ["", "next"]),
+        log("tty", 1, ["downloading  10%"], True, at=0.0),
+        log("tty", 1, ["\r downloading  50%"], True, at=0.3),
+        log("tty", 1, ["\r downloading 100%"], True, at=0.6),
+        log("tty", 1, ["", "next"], at=0.9),
     ],
     "several-lines-the-last-open": [
         log("stdout", 1, ["a", "b", "c-"], True),

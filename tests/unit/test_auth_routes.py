@@ -51,6 +51,7 @@ NEEDS = {
     ("GET", "/api/stats"): "viewer",
     ("GET", "/api/engines"): "viewer",
     ("GET", "/api/me"): "viewer",
+    ("GET", "/metrics"): "viewer",
     ("POST", "/api/runs"): "operator",
     ("POST", "/api/runs/{run_id}/cancel"): "operator",
     ("DELETE", "/api/runs/{run_id}"): "operator",
@@ -60,6 +61,12 @@ NEEDS = {
 # Endless streams: in-process, only their refusals are checked (the real
 # server's tests open them with each role: tests/integration/test_auth.py).
 ENDLESS = {("GET", "/api/events")}
+# Answered like the API (a 401, never a redirect to /login): a scraper is no browser.
+MACHINE = {"/metrics"}
+
+
+def is_api(path: str) -> bool:
+    return path.startswith("/api") or path in MACHINE
 
 
 @pytest.fixture
@@ -137,7 +144,7 @@ def test_the_openapi_schema_names_the_role_of_each_operation(client: TestClient)
 @pytest.mark.parametrize(("method", "path"), sorted(NEEDS))
 def test_anonymous_callers_are_turned_away(client: TestClient, method: str, path: str) -> None:
     response = request(client, method, path)
-    if path.startswith("/api"):
+    if is_api(path):
         assert response.status_code == 401, response.text
         assert response.headers["www-authenticate"].startswith("Bearer")
         assert response.json()["error"]["code"] == "unauthorized"
@@ -151,7 +158,7 @@ def test_anonymous_callers_are_turned_away(client: TestClient, method: str, path
 @pytest.mark.parametrize(("method", "path"), sorted(NEEDS))
 def test_a_bad_token_is_401_everywhere(client: TestClient, method: str, path: str) -> None:
     # (A page sends anyone not signed in to /login instead.)
-    refused = 303 if method == "GET" and not path.startswith("/api") else 401
+    refused = 303 if method == "GET" and not is_api(path) else 401
     for token in ("pullrun_" + "A" * 43, "garbage"):
         response = request(client, method, path, headers=bearer(token))
         assert response.status_code == refused, (token, response.text)

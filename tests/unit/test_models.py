@@ -318,7 +318,7 @@ def test_repr_and_str_never_show_secrets() -> None:
         assert SECRET not in text
         assert TOKEN not in text
     # The spec part (what is kept and shown) has no auth at all.
-    spec = RunSpec.model_validate(request.model_dump(exclude={"registry_auth"}))
+    spec = RunSpec.model_validate(request.model_dump(exclude={"registry_auth", "notify_url"}))
     assert SECRET not in spec.model_dump_json()
 
 

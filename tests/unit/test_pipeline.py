@@ -445,7 +445,9 @@ def test_a_partial_line_is_sent_while_the_container_waits(
         lambda: [e.data for e in run.of_type("log") if e.data["partial"]],
         "the prompt as a partial line",
     )
+    at = partial[0].pop("at")  # when it was read (tests/unit/test_log_times.py)
     assert partial == [{"stream": "stdout", "first": 1, "lines": ["name? "], "partial": True}]
+    assert isinstance(at, str) and at.endswith("Z")
     gate.release()
     run.join()
     assert lines_of(run.events) == [("stdout", "name? bob")]

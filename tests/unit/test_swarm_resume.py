@@ -405,7 +405,8 @@ def test_a_queued_task_rejected_meanwhile_ends_with_the_clusters_message(
     run.service.task["Status"]["Err"] = "No such image: nope"
     ended(settings, run)
     assert run.record.status == RunStatus.ERROR and run.record.error is not None
-    assert (run.record.error.phase, run.record.error.message) == ("queue", "No such image: nope")
+    # The node it was given failed its pull: the phase is the pull's (the task says so).
+    assert (run.record.error.phase, run.record.error.message) == ("pull", "No such image: nope")
     assert cluster.removed == [run.service.id]
 
 
