@@ -202,7 +202,8 @@ class SwarmRun:
             p._relay(relay or OutputRelay(p.events, p.settings), EndsWhenQuiet(stream, ended))
             if remaining <= 0:
                 p._on_timeout(self.service_id or "")
-            state = self._until(lambda s: s in ENDED_STATES)
+            # (A task whose node died stays `running` for a long while.)
+            state = self._until(lambda s: s in ENDED_STATES or self.node_lost is not None)
             with p._lock:
                 p._exited = True
         finally:
@@ -215,8 +216,15 @@ class SwarmRun:
     def _ended(self, state: str) -> RunStatus:
         """The task has ended (`state`) and its output is relayed: how the run ends."""
         p = self.p
-        if self.node_lost is not None and state not in ENDED_STATES:
-            raise PipelineError(Phase.RUN, f"swarm: {self.node_lost}")
+        stopped_by_us = p._cancel_reason is not None or p._timed_out or state == "remove"
+        if not stopped_by_us and not self._container_ran():
+            # Its node died: the task may still say `running`, or the cluster
+            # may have rejected it ("assigned node no longer meets
+            # constraints"); the node's state says why, in the cluster's words.
+            if self.node_lost is None and self.task:
+                self.node_lost = self._node_down([self.task])
+            if self.node_lost is not None:
+                raise PipelineError(Phase.RUN, f"swarm: {self.node_lost}")
         container = self._status().get("ContainerStatus") or {}
         exit_code = container.get("ExitCode") if state in ("complete", "failed") else None
         p.record.exit_code = int(exit_code) if exit_code is not None else None
