@@ -311,10 +311,14 @@ class DockerEngine:
         return OutputStream(raw)
 
     def logs(self, container_id: str, *, follow: bool) -> LogStream:
+        return self.log_stream("/containers/{0}/logs", container_id, follow=follow)
+
+    def log_stream(self, path: str, object_id: str, *, follow: bool) -> LogStream:
+        """A logs endpoint (a container's, a swarm task's) from its first line."""
         api: Any = self.api  # the raw body is needed: private helpers, as for the pull
         params = {"stdout": 1, "stderr": 1, "follow": int(follow), "tail": "all"}
         response = api._get(
-            api._url("/containers/{0}/logs", container_id),
+            api._url(path, object_id),
             params=params,
             stream=True,
             # Following, a quiet container is no error: no read timeout then.

@@ -150,16 +150,7 @@ class SwarmEngine(DockerEngine):
 
     def task_logs(self, task_id: str, *, follow: bool) -> LogStream:
         """The task's output (multiplexed frames unless tty), from its first line."""
-        api: Any = self.api
-        params = {"stdout": 1, "stderr": 1, "follow": int(follow), "tail": "all"}
-        response = api._get(
-            api._url("/tasks/{0}/logs", task_id),
-            params=params,
-            stream=True,
-            **({"timeout": None} if follow else {}),
-        )
-        api._raise_for_status(response)
-        return LogStream(response)
+        return self.log_stream("/tasks/{0}/logs", task_id, follow=follow)
 
     def remove_service(self, service_id: str) -> None:
         """Remove the service (and so its task and container); gone already is fine."""

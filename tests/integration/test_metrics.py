@@ -8,29 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 import docker
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.metrics import Samples, scrape, value
 from tests.support.runs import remove_image, run_to_end
 from tests.support.server import ServerFactory
 from tests.support.wait import wait_until
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(scraper: httpx.Client) -> Samples:
-    response = scraper.get("/metrics")
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 def test_a_scrape_around_real_runs(

@@ -10,15 +10,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from backend.engines.fake import FakeDocker, Program, PullScript, recorded_pull, stderr, stdout
 from backend.models import RunStatus
 from backend.settings import Settings
 from backend.web.app import create_app
+from tests.support.metrics import Samples, scrape, value
 from tests.unit.conftest import BASE, LAYERS, bearer, make_token, wait_until
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture
@@ -31,21 +29,6 @@ def client(settings: Settings, daemon: FakeDocker) -> Iterator[TestClient]:
             yield test_client
         finally:
             daemon.close()
-
-
-def scrape(client: TestClient) -> Samples:
-    response = client.get("/metrics")
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 def settings_of(client: TestClient) -> Settings:
