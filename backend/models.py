@@ -32,7 +32,7 @@ from .run_options import (
 
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLATFORM = re.compile(r"[a-z0-9_]+(/[a-z0-9_]+(/[a-z0-9_.]+)?)?")
-_ENGINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+ENGINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 # What swarmkit accepts: `node.id|hostname|role|platform.os|platform.arch`,
 # `node.labels.<key>`, `engine.labels.<key>`, then == or !=, then a value.
 CONSTRAINT = re.compile(
@@ -473,7 +473,7 @@ class RunCreate(RunSpec):
     @field_validator("engine")
     @classmethod
     def _engine_name(cls, value: str | None) -> str | None:
-        if value is not None and not _ENGINE_NAME.fullmatch(value):
+        if value is not None and not ENGINE_NAME.fullmatch(value):
             raise ValueError("must be an engine's name: 1-63 letters, digits, '.', '_' or '-'")
         return value
 

@@ -15,11 +15,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..models import CONSTRAINT
+from ..models import CONSTRAINT, ENGINE_NAME
 
 LOCAL = "local"
 PREFERENCE = re.compile(r"spread=(node|engine)\.[A-Za-z0-9_.-]{1,128}")
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 SCHEMES = ("unix", "tcp", "ssh", "npipe", "http", "https")
 MAX_ENGINES = 64
 MAX_LABELS = 32
@@ -50,7 +49,7 @@ class EngineConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not NAME.fullmatch(value):
+        if not ENGINE_NAME.fullmatch(value):
             raise ValueError("must be 1-63 letters, digits, '.', '_' or '-', starting alphanumeric")
         return value
 

@@ -369,19 +369,12 @@ class RunPipeline:
                 return
         self._enter(Phase.PULL)
         progress = PullProgress()
-        auth = self._auth.model_dump(exclude_none=True) if self._auth else None
         # A cancel that came before the phase was `pull` (while the engine was
         # made or the image checked) only set the flag: honour it before the
         # engine's answer can keep the run waiting. A later one ends it at once.
         self._check_canceled()
         try:
-            stream = engine.pull(
-                spec.image,
-                platform=spec.platform,
-                auth=auth,
-                stall_timeout=self.settings.pull_stall_timeout,
-                lend_credentials=self.settings.lends_credentials,
-            )
+            stream = self.start_pull(engine)
         except Exception as exc:  # before the first byte: the engine answered an error
             raise self._pull_failed(exc) from exc
         self.relay_pull(stream, progress)
@@ -396,6 +389,18 @@ class RunPipeline:
         summary.update(progress.summary(), pulled=True)
         self.record.image_digest = progress.digest or engine.image_digest(spec.image)
         self._mark_end(Phase.PULL)
+
+    def start_pull(self, engine: Engine) -> PullStream:
+        """Ask `engine` to pull the run's image, with this run's credentials
+        (or the server's, when lent); errors before its first byte raise here."""
+        spec = self.record.spec
+        return engine.pull(
+            spec.image,
+            platform=spec.platform,
+            auth=self.registry_auth(),
+            stall_timeout=self.settings.pull_stall_timeout,
+            lend_credentials=self.settings.lends_credentials,
+        )
 
     def relay_pull(self, stream: PullStream, progress: PullProgress) -> None:
         """The engine's pull messages as `pull` events, to the stream's end; an

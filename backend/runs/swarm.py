@@ -492,13 +492,7 @@ class SwarmRun:
             with factory() as engine:
                 if spec.pull != PullPolicy.ALWAYS and engine.image_present(spec.image):
                     return  # the node has it: preparing is quick
-                stream = engine.pull(
-                    spec.image,
-                    platform=spec.platform,
-                    auth=p.registry_auth(),
-                    stall_timeout=p.settings.pull_stall_timeout,
-                    lend_credentials=p.settings.lends_credentials,
-                )
+                stream = p.start_pull(engine)
                 p.events.append(
                     EventType.NOTICE,
                     {"message": f"swarm: the node pulls the image; progress from engine {name}"},
