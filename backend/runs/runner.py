@@ -117,7 +117,9 @@ class Runner:
         # until a retention sweep (or the next start's recovery) saves it.
         self._unsaved: dict[str, RunRecord] = {}
         self.space = DataDirSpace(settings.data_dir, settings.min_free_bytes)
-        self.space.prepare()  # the data dir and events/ 0700, their files 0600
+        # The data dir and events/ 0700, their files 0600 and counted (in a thread:
+        # a long history is a million files).
+        self.space.prepare(background=True)
         self.retention = Retention(
             settings, store, self.space, self._expire, before_sweep=self._save_unsaved
         )
@@ -160,7 +162,7 @@ class Runner:
         log_ = self._logs.get(run_id)
         if log_ is None:
             self.get(run_id)  # 404 for unknown runs
-            log_ = EventLog.load(self.settings.events_file(run_id), self._loop)
+            log_ = EventLog.load(self.settings.events_file(run_id), self._loop, self.space)
             self._logs[run_id] = log_
             while len(self._logs) > _CACHED_LOGS:
                 self._logs.popitem(last=False)
@@ -545,6 +547,9 @@ class Runner:
         self.engines.stop()
         await asyncio.to_thread(self.retention.stop)
         await asyncio.to_thread(self._save_unsaved)
+        if all(active.finished.is_set() for active in list(self._active.values())):
+            # Nothing writes to events/ any more: the next start need not count it.
+            await asyncio.to_thread(self.space.save_count)
         self.feed.close()
         self._shut.set()
 

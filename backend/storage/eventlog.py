@@ -11,6 +11,39 @@ written; an event that cannot claim its room is refused with DiskFull (so is
 one that would leave less than min_free_bytes on the filesystem), and the
 `done` that follows is written into the reserve, which it then releases.
 Where the filesystem cannot preallocate, min_free_bytes alone keeps the room.
+
+The event index (`<run>.idx` beside `<run>.events`, space.index_path) lets
+a finished run be opened, and any of its lines be found, without reading
+its file from the start. It is a record of 16 bytes per event, in event
+order, little-endian: two unsigned 64-bit words,
+
+    end | kind << 56   where the event ends in the event file (the next
+                       starts there); kind 0 log, 1 status, 2 pull,
+                       3 notice, 4 done, 5 any other type
+    lines              the highest line number begun in this event or
+                       before it (0 before the first line): the lines that
+                       begin in event i are those numbered lines[i-1]+1 ..
+                       lines[i] (a `log` event's lines[0] continues its
+                       stream's open line when that was left partial: it
+                       begins nothing), so the words never decrease and a
+                       line's first event is a bisect away.
+
+`append` writes an event's record after the event itself, with pwrite at
+its place (count x 16), best effort: a record that could not be written
+(a full disk, even for `done`, which the reserve holds for the event
+file only) is written with the next one. A crash of the process leaves the
+index behind its file (a power loss may leave either behind the other), so
+`load` trusts it thus:
+- a missing, malformed or mismatched index (runs of older versions) is
+  rebuilt by one full scan of the file;
+- records past the file's end are dropped (the file lost a tail);
+- an index shorter than the file is completed by scanning only the rest
+  (the events written after its last record, a torn final write dropped);
+- the first and last records kept are checked against the file (their
+  event's id, type and closing blank line);
+and writes what it completed when the run is finished (an unfinished run's
+next append writes it). The index counts in the data dir's use, and goes
+with its event file (DataDirSpace.remove).
 """
 
 from __future__ import annotations
@@ -19,22 +52,66 @@ import asyncio
 import contextlib
 import mmap
 import os
+import re
+import struct
+import sys
 import threading
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import DiskFull
 from ..events import EventType, encode_event
-from .reader import index_events
-from .space import FILE_MODE, DataDirSpace, full_error, is_disk_full, reserve
+from .fanout import STEP, Fanout, step_bytes
+from .reader import scan_events
+from .space import FILE_MODE, DataDirSpace, full_error, index_path, is_disk_full, reserve
 
 READ_CHUNK = 1 << 20
 RESERVE = 64 * 1024  # preallocated past a live log's end for its `done`
 _write = os.write  # (tests replace it to fail a write)
+_pwrite = os.pwrite  # (the index's; tests replace it too)
+
+# The event index (module docstring).
+RECORD = struct.Struct("<QQ")
+KIND_LOG, KIND_STATUS, KIND_PULL, KIND_NOTICE, KIND_DONE, KIND_OTHER = range(6)
+KINDS = {"log": KIND_LOG, "status": KIND_STATUS, "pull": KIND_PULL}
+KINDS.update(notice=KIND_NOTICE, done=KIND_DONE)
+_KIND_OF_TYPE = {name.encode(): kind for name, kind in KINDS.items()}
+_KIND_SHIFT = 56
+_END_MASK = (1 << 48) - 1
+_NOT_LOG = re.compile(rb"[^\x00]")
+_VALID_KINDS = bytes(range(KIND_OTHER + 1))
+
+
+class Index(NamedTuple):
+    """A reader's view of a log's index, as of `count` events (the arrays
+    may grow past it meanwhile; nothing below it changes)."""
+
+    events: int  # how many
+    ends: array[int]  # ends[i]: where event i+1 ends
+    lines: array[int]  # lines[i]: the highest line number begun through event i+1
+    marks: array[int]  # the positions (event id - 1) of the events that are not `log`
+
+    def start(self, position: int) -> int:
+        """Where the event at `position` (its id - 1) starts."""
+        return self.ends[position - 1] if position > 0 else 0
+
+    @property
+    def total_lines(self) -> int:
+        return self.lines[self.events - 1] if self.events else 0
+
+    def beginning(self, n: int) -> int:
+        """The position of the event in which line `n` begins (`count` when
+        none does)."""
+        return bisect_left(self.lines, n, 0, self.events)
+
+    def non_log(self) -> list[int]:
+        """The positions of the events that are not `log`."""
+        marks = self.marks
+        return list(marks[: bisect_left(marks, self.events)])
 
 
 class EventLog:
@@ -48,7 +125,16 @@ class EventLog:
         self._lock = threading.Lock()
         # _ends[i] is where event i+1 ends (and the next one starts).
         self._ends = array("q")
+        # The rest of the index (module docstring), in memory: the highest
+        # line number begun through event i+1, and where the non-`log`
+        # events are (and their kinds).
+        self._lines = array("q")
+        self._marks = array("q")
+        self._mark_kinds = array("B")
         self._fd: int | None = None
+        self._index_fd: int | None = None
+        self._indexed = 0  # records written to the index file
+        self._index_size = 0  # its size, as far as known
         self.finished = False
         self._changed = asyncio.Event()
         self._wake_pending = False
@@ -57,7 +143,8 @@ class EventLog:
     def load(
         cls, path: Path, loop: asyncio.AbstractEventLoop, space: DataDirSpace | None = None
     ) -> EventLog:
-        """Index an existing file (after a restart, or for a finished run)."""
+        """Open an existing file (after a restart, or for a finished run)
+        through its index, completed or rebuilt as the module docstring says."""
         log = cls(path, loop, space)
         try:
             f = open(path, "rb")  # noqa: SIM115 - closed below
@@ -67,14 +154,108 @@ class EventLog:
             size = os.fstat(f.fileno()).st_size
             if size == 0:
                 return log
-            # mmap: the page cache is scanned in place, no copy of the file.
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                pos, last_type = index_events(data, log._ends)
+            log._read_index(f.fileno(), size)
+            pos = log.size
+            if pos < size:
+                # mmap: the page cache is scanned in place, no copy of the file.
+                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                    pos, entries = scan_events(data, pos, log.total_lines)
+                for end, kind, lines in entries:
+                    log._add(end, _KIND_OF_TYPE.get(kind, KIND_OTHER), lines)
         if pos < size:  # a torn final write from a crash: drop it
             with open(path, "r+b") as torn:
                 torn.truncate(pos)
-        log.finished = last_type == EventType.DONE.encode()
+        log.finished = bool(log._marks) and log._mark_kinds[-1] == KIND_DONE
+        log.finished = log.finished and log._marks[-1] == len(log._ends) - 1
+        if log.finished and log._indexed < len(log._ends):
+            with log._lock:
+                log._write_index()
+                log._close()
         return log
+
+    def _read_index(self, fd: int, size: int) -> None:
+        """Take the records of the index file that the event file bears out."""
+        try:
+            with open(index_path(self.path), "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return
+        self._index_size = len(raw)
+        n = len(raw) // RECORD.size
+        raw = raw[: n * RECORD.size]
+        kinds = raw[7 :: RECORD.size]
+        if not n or kinds.translate(None, _VALID_KINDS) or raw[6 :: RECORD.size].count(0) != n:
+            return  # empty, or not an index of ours: rebuilt
+        words = array("q")
+        words.frombytes(raw)
+        if sys.byteorder != "little":
+            words.byteswap()
+        ends, lines = words[0::2], words[1::2]
+        marks, mark_kinds = array("q"), array("B")
+        for match in _NOT_LOG.finditer(kinds):
+            i = match.start()
+            marks.append(i)
+            mark_kinds.append(kinds[i])
+            ends[i] &= _END_MASK
+        while n and ends[n - 1] > size:  # past the file's end: dropped
+            n -= 1
+        if n < len(ends):
+            del ends[n:], lines[n:]
+            cut = bisect_left(marks, n)
+            del marks[cut:], mark_kinds[cut:]
+        if not n or not all(_bears_out(fd, ends, marks, mark_kinds, i) for i in {0, n - 1}):
+            return
+        self._ends, self._lines, self._marks, self._mark_kinds = ends, lines, marks, mark_kinds
+        self._indexed = n
+
+    @property
+    def total_lines(self) -> int:
+        """The highest line number begun so far."""
+        return self._lines[-1] if self._lines else 0
+
+    def index(self) -> Index:
+        """The index as of now, for readers (any thread)."""
+        return Index(len(self._ends), self._ends, self._lines, self._marks)
+
+    def _add(self, end: int, kind: int, lines: int) -> None:
+        """One event more in the index (`_ends` last: readers go by its length)."""
+        if kind != KIND_LOG:
+            self._marks.append(len(self._ends))
+            self._mark_kinds.append(kind)
+        self._lines.append(lines)
+        self._ends.append(end)
+
+    def _record(self, position: int) -> bytes:
+        kind = KIND_LOG
+        at = bisect_left(self._marks, position)
+        if at < len(self._marks) and self._marks[at] == position:
+            kind = self._mark_kinds[at]
+        return RECORD.pack(self._ends[position] | kind << _KIND_SHIFT, self._lines[position])
+
+    def _write_index(self) -> None:
+        """Write the records the index file lacks, best effort (under `_lock`)."""
+        count = len(self._ends)
+        if self._indexed >= count:
+            return
+        offset = self._indexed * RECORD.size
+        raw = b"".join(self._record(i) for i in range(self._indexed, count))
+        try:
+            if self._index_fd is None:
+                self._index_fd = os.open(index_path(self.path), os.O_WRONLY | os.O_CREAT, FILE_MODE)
+            if self._index_size > offset:  # a torn record, or ones the file bore out no more
+                os.ftruncate(self._index_fd, offset)
+                if self._space is not None:
+                    self._space.grew(offset - self._index_size, 0, index_path(self.path))
+                self._index_size = offset
+            written = _pwrite(self._index_fd, raw, offset)
+        except OSError:
+            return  # written with the next event's, or completed by `load`
+        self._indexed += written // RECORD.size
+        grown = offset + written - self._index_size
+        if grown > 0:
+            self._index_size += grown
+            if self._space is not None:
+                self._space.grew(grown, 0, index_path(self.path))
 
     @property
     def last_id(self) -> int:
@@ -97,6 +278,8 @@ class EventLog:
             event_id = len(self._ends) + 1
             raw = encode_event(event_id, event_type, data)
             final = event_type == EventType.DONE
+            kind = KINDS.get(event_type, KIND_OTHER)
+            lines = _begun(data, self.total_lines) if kind == KIND_LOG else self.total_lines
             try:
                 fd = self._claim(len(raw), final)
                 self._write_at(fd, raw)
@@ -109,7 +292,8 @@ class EventLog:
                     self._close()
                     self._notify()
                 raise
-            self._ends.append(self.size + len(raw))
+            self._add(self.size + len(raw), kind, lines)
+            self._write_index()
             if final:
                 self.finished = True
                 with contextlib.suppress(OSError):
@@ -126,7 +310,7 @@ class EventLog:
         space = self._space
         with space.lock if space is not None else contextlib.nullcontext():
             if space is not None:
-                space.check(size + (0 if self._reserved else RESERVE))
+                space.check(size + RECORD.size + (0 if self._reserved else RESERVE))
             fd = self._open()
             try:
                 self._reserved = reserve(fd, self.size, size + RESERVE)
@@ -162,12 +346,15 @@ class EventLog:
                 raise full_error(exc) from exc
             raise
         if self._space is not None:
-            self._space.grew(len(raw))
+            self._space.grew(len(raw), path=self.path)
 
     def _close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._index_fd is not None:
+            os.close(self._index_fd)
+            self._index_fd = None
 
     def discard(self) -> None:
         """Close and delete the file (a run refused before it was accepted)."""
@@ -178,6 +365,7 @@ class EventLog:
                 self._space.remove(self.path)
             else:
                 self.path.unlink(missing_ok=True)
+                index_path(self.path).unlink(missing_ok=True)
 
     def _notify(self) -> None:
         if self._wake_pending:
@@ -219,22 +407,81 @@ class EventLog:
             last = max(bisect_right(ends, start + max_bytes, after, count), after + 1)
         return (start, ends[last - 1], last)
 
+    _fanout: Fanout | None = None  # made by the first follower (loop thread)
+
     async def follow(self, after: int = 0) -> AsyncIterator[bytes]:
-        """Yield the bytes of every event after id `after`, live, until `done`."""
+        """Yield the bytes of every event after id `after`, live, until `done`.
+
+        Followers of one log share their reads while there are two or more
+        (backend/storage/fanout.py).
+        """
         cursor = after
         self.path.touch(FILE_MODE, exist_ok=True)  # a subscriber may come before the first event
+        fanout = self._fanout
+        if fanout is None:
+            fanout = self._fanout = Fanout()
         with open(self.path, "rb", buffering=0) as f:
-            while True:
-                waiter = self._changed
-                finished = self.finished
-                start, end, last = self.span(cursor)
-                if end > start:
-                    yield os.pread(f.fileno(), end - start, start)
-                    cursor = last
-                    continue
-                if finished:
-                    return
-                await waiter.wait()
+            fanout.join()
+            behind = False  # more than a step to read: catching up
+            try:
+                while True:
+                    waiter = self._changed
+                    finished = self.finished
+                    now_behind = self.size - self.offset(cursor + 1) > STEP
+                    if now_behind != behind:
+                        behind = now_behind
+                        fanout.behind += 1 if behind else -1
+                    if not fanout.shared or (behind and fanout.behind < 2):
+                        start, end, last = self.span(cursor)
+                        if end > start:
+                            yield os.pread(f.fileno(), end - start, start)
+                            cursor = last
+                            continue
+                    else:
+                        start = self.offset(cursor + 1)
+                        start, end, last = self.span(cursor, step_bytes(start))
+                        if end > start:
+                            data = fanout.get(start, end)
+                            if data is None:
+                                data = os.pread(f.fileno(), end - start, start)
+                                fanout.put(start, end, data)
+                            yield data
+                            cursor = last
+                            continue
+                    if finished:
+                        return
+                    await waiter.wait()
+            finally:
+                if behind:
+                    fanout.behind -= 1
+                fanout.leave()
+
+
+def _begun(data: Any, lines: int) -> int:
+    """The highest line number begun through a `log` event with `data`, `lines` before it."""
+    try:
+        texts = data["lines"]
+        return max(lines, int(data["first"]) + len(texts) - 1) if texts else lines
+    except (KeyError, TypeError, ValueError):
+        return lines  # not a log event of ours: it begins no line
+
+
+def _bears_out(fd: int, ends: array[int], marks: array[int], kinds: array[int], i: int) -> bool:
+    """Whether event i+1 of the file is where and what index record i says."""
+    start = ends[i - 1] if i > 0 else 0
+    end = ends[i]
+    if end - start < 4:
+        return False
+    head = os.pread(fd, min(end - start, 96), start)
+    at = bisect_left(marks, i)
+    kind = kinds[at] if at < len(marks) and marks[at] == i else KIND_LOG
+    id_line, _, rest = head.partition(b"\n")
+    type_line = rest.partition(b"\n")[0]
+    if id_line != b"id: %d" % (i + 1) or not type_line.startswith(b"event: "):
+        return False
+    if _KIND_OF_TYPE.get(type_line[7:], KIND_OTHER) != kind:
+        return False
+    return os.pread(fd, 2, end - 2) == b"\n\n"
 
 
 class RunFeed:

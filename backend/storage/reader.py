@@ -116,8 +116,9 @@ def read_events(
                 yield event
 
 
-def index_events(data: bytes | Any, ends: array[int]) -> tuple[int, bytes]:
-    """Append to `ends` where each whole event of `data` (bytes or an mmap) ends.
+def index_events(data: bytes | Any, ends: array[int], start: int = 0) -> tuple[int, bytes]:
+    """Append to `ends` where each whole event of `data` (bytes or an mmap)
+    from byte `start` (an event's start) ends.
 
     Returns (end of the last whole event, its type). Our events are exactly
     three lines and a blank line, so three one-byte searches (memchr) find an
@@ -126,7 +127,7 @@ def index_events(data: bytes | Any, ends: array[int]) -> tuple[int, bytes]:
     """
     size = len(data)
     find = data.find
-    pos = 0
+    pos = start
     last_type = b""
     while pos < size:
         id_end = find(b"\n", pos)
@@ -149,6 +150,40 @@ def index_events(data: bytes | Any, ends: array[int]) -> tuple[int, bytes]:
         ends.append(end)
         pos = end
     return pos, last_type
+
+
+def scan_events(
+    data: bytes | Any, start: int, lines: int
+) -> tuple[int, list[tuple[int, bytes, int]]]:
+    """What the event index (storage/eventlog.py) holds of the whole events
+    of `data` from byte `start`: (end of the last whole one, [(end, type,
+    highest line number begun through it)]), `lines` the number before.
+    """
+    ends: array[int] = array("q")
+    pos, _ = index_events(data, ends, start)
+    entries = []
+    prev = start
+    for end in ends:
+        head = data[prev : min(end, prev + 80)]
+        type_start = head.find(b"\nevent: ") + 8
+        type_end = head.find(b"\n", type_start)
+        if type_start >= 8 and type_end >= 0:
+            kind = head[type_start:type_end]
+        else:  # (a type line longer than ours; never written by us)
+            block = bytes(data[prev:end])
+            type_start = block.find(b"\nevent: ") + 8
+            kind = block[type_start : block.find(b"\n", type_start)] if type_start >= 8 else b""
+        if kind == b"log":
+            try:
+                event = parse_event(bytes(data[prev : end - 2]))
+                texts, first = event.data["lines"], event.data["first"]  # type: ignore[union-attr]
+                if texts:
+                    lines = max(lines, int(first) + len(texts) - 1)
+            except (AttributeError, KeyError, TypeError, ValueError):
+                pass  # not a log event of ours: it begins no line
+        entries.append((end, kind, lines))
+        prev = end
+    return pos, entries
 
 
 # -- log lines -----------------------------------------------------------------------

@@ -3,9 +3,10 @@
 - Modes: the data dir and `events/` are 0700, every file in them 0600
   (`private_dir`, `private_file`; `DataDirSpace.prepare` also tightens what
   an older version or another tool left looser).
-- Use: a running total of the event files' sizes (counted once at start, then
-  kept up to date by every append and every delete, so retention never walks
-  the folder), plus the databases beside them.
+- Use: a running total of the event files' sizes, their indexes included
+  (counted once at start, in the background for a server, then kept up to
+  date by every append and every delete, so retention never walks the
+  folder), plus the databases beside them.
 - Room: `min_free_bytes` stay free on the filesystem. Output that would go
   below it is refused with `DiskFull` (the run ends with `error`), so the
   `done` of every run and the final save of its record always have room (see
@@ -25,8 +26,11 @@ import logging
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+
+import orjson
 
 from ..errors import DiskFull
 
@@ -36,7 +40,14 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 DB_SUFFIXES = (".db", ".db-wal", ".db-shm", ".db-journal")
+COUNT_FILE = "events.count"  # the total at a clean stop (DataDirSpace.save_count)
+INDEX_SUFFIX = ".idx"  # a run's event index, beside its event file (storage/eventlog.py)
 _FALLOC_FL_KEEP_SIZE = 1
+# The count in the background pauses this long every _WALK_BATCH files: a walk
+# that never pauses takes the GIL from the requests served meanwhile (the p95
+# of GET / went from ~6 ms to ~60-130 ms during a walk of a million files).
+_WALK_BATCH = 256
+_WALK_PAUSE = 0.0005
 
 
 def private_dir(path: Path) -> None:
@@ -55,6 +66,11 @@ def private_file(path: Path) -> None:
     _tighten(path, FILE_MODE)
 
 
+def index_path(events_file: Path) -> Path:
+    """The event index of the event file `events_file` (`<run>.idx` beside it)."""
+    return events_file.with_suffix(INDEX_SUFFIX)
+
+
 def _tighten(path: Path, mode: int, st: os.stat_result | None = None) -> None:
     try:
         st = st or os.stat(path)
@@ -62,6 +78,13 @@ def _tighten(path: Path, mode: int, st: os.stat_result | None = None) -> None:
             os.chmod(path, stat.S_IMODE(st.st_mode) & mode)
     except OSError as exc:  # not ours, or gone: say so, never fail the server for it
         log.warning("could not make %s private: %s", path, exc)
+
+
+def _folder_state(folder: Path) -> list[int]:
+    """What changes when a file is added to, deleted from or renamed in `folder`
+    (or the folder is replaced or its mode changed)."""
+    st = os.stat(folder)
+    return [st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def _free(folder: Path) -> int:
@@ -133,59 +156,179 @@ class DataDirSpace:
         self.lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._events_bytes = 0
+        self._counted = threading.Event()  # the walk of events/ is done (or never began)
+        self._counted.set()
+        self._counting: dict[str, int] | None = None  # during the walk: growth per file
+        self._stamped = False  # the total is saved in COUNT_FILE (until the next change)
         self.events_written = 0  # events appended to run logs (GET /metrics)
         self._folders = [self.data_dir]  # one per filesystem: events/ may be a mount
 
-    def prepare(self) -> None:
-        """Make the data dir and events/ private, count the event files (and
-        tighten any file an older version left readable)."""
+    def prepare(self, background: bool = False) -> None:
+        """Make the data dir and events/ private, then count the event files (and
+        tighten any file an older version left readable): now, or with
+        `background` in a thread of its own, so that a server with a long
+        history (a million runs: a million files) does not wait for the walk
+        to start. Until the count is done, `events_bytes` and `used()` wait for
+        it, and so does `remove()`; appends go on (each file's growth during
+        the walk is noted, so what the walk saw of it is not counted twice).
+
+        After a clean stop there is no walk: the total saved then
+        (`save_count`) is taken instead, when events/ is as it was left (its
+        modification and change times: a file added, deleted or renamed there
+        since, by hand, means a walk; nothing is tightened then: this version
+        writes every file 0600). It is taken once: a crash after this start
+        finds none, and walks."""
         private_dir(self.data_dir)
         private_dir(self.events_dir)
         if self.events_dir.stat().st_dev != self.data_dir.stat().st_dev:
             self._folders = [self.data_dir, self.events_dir]
-        total = 0
-        for folder in (self.data_dir, self.events_dir):
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    if stat.S_ISREG(st.st_mode):
-                        _tighten(Path(entry.path), FILE_MODE, st)
-                        if folder is self.events_dir:
-                            total += st.st_size
+        saved = self._take_saved_count()
+        if saved is not None:
+            with self._count_lock:
+                self._events_bytes = saved
+            return
         with self._count_lock:
-            self._events_bytes = total
+            self._counted.clear()
+            self._counting = {}
+            self._events_bytes = 0  # from here: the growth since the walk began
+        if not background:
+            self._count()
+            return
+        threading.Thread(
+            target=self._count, args=(True,), name="pullrun-space-count", daemon=True
+        ).start()
+
+    def _count(self, background: bool = False) -> None:
+        """The walk: each file's size when it is seen, less what it grew by since
+        the walk began (`grew` notes that per file), so the total is the files
+        as they were at its start plus every change since. (A write seen by
+        the walk in the instant between its bytes and its `grew` counts twice:
+        at most that one event.)"""
+        counting = self._counting
+        assert counting is not None
+        total = 0
+        try:
+            for folder in (self.data_dir, self.events_dir):
+                events = folder is self.events_dir
+                with os.scandir(folder) as entries:
+                    for n, entry in enumerate(entries):
+                        if background and n % _WALK_BATCH == _WALK_BATCH - 1:
+                            time.sleep(_WALK_PAUSE)  # the GIL to the requests meanwhile
+                        with self._count_lock:
+                            try:
+                                st = entry.stat(follow_symlinks=False)
+                            except FileNotFoundError:
+                                continue
+                            grown = counting.get(entry.name, 0) if events else 0
+                        if not stat.S_ISREG(st.st_mode):
+                            continue
+                        if stat.S_IMODE(st.st_mode) & 0o077:
+                            _tighten(Path(entry.path), FILE_MODE, st)
+                        if events:
+                            total += st.st_size - grown  # its size when the walk began
+        except OSError:
+            log.exception("could not count the event files in %s", self.events_dir)
+        finally:
+            with self._count_lock:
+                self._events_bytes += total
+                self._counting = None
+            self._counted.set()
+
+    def _take_saved_count(self) -> int | None:
+        """The total saved at the last clean stop, if events/ is as it was then;
+        the file is removed either way (it holds for one start only)."""
+        path = self.data_dir / COUNT_FILE
+        try:
+            saved = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, orjson.JSONDecodeError) as exc:
+            log.warning("%s is unreadable (%s): the event files are counted again", path, exc)
+            saved = None
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        if not isinstance(saved, dict) or saved.get("events_dir") != _folder_state(self.events_dir):
+            return None
+        total = saved.get("events_bytes")
+        return total if isinstance(total, int) and total >= 0 else None
+
+    def save_count(self) -> bool:
+        """At a clean stop, once nothing writes to events/ any more: save the
+        total for the next start (`prepare`). Any append or delete after it
+        removes the file again. False when there is no total to save (the
+        count at start is not done) or it could not be written."""
+        path = self.data_dir / COUNT_FILE
+        with self._count_lock:
+            if not self._counted.is_set():
+                return False
+            body = orjson.dumps(
+                {"events_bytes": self._events_bytes, "events_dir": _folder_state(self.events_dir)}
+            )
+            partial = path.with_name(COUNT_FILE + ".partial")
+            try:
+                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+                try:
+                    os.write(fd, body)
+                finally:
+                    os.close(fd)
+                os.replace(partial, path)
+            except OSError as exc:
+                log.warning("could not save the event files' total in %s: %s", path, exc)
+                return False
+            self._stamped = True
+            return True
+
+    def _changed(self) -> None:
+        """An append or a delete after save_count: the saved total is stale (under
+        `_count_lock`)."""
+        self._stamped = False
+        with contextlib.suppress(OSError):
+            (self.data_dir / COUNT_FILE).unlink()
 
     # -- use ---------------------------------------------------------------------------
 
     @property
     def events_bytes(self) -> int:
-        """The event files' total size, as counted (no walk)."""
+        """The event files' total size, as counted (no walk; waits for the
+        count at start)."""
+        self._counted.wait()
         return self._events_bytes
 
-    def grew(self, n: int) -> None:
-        """An event of `n` bytes was written to a run's log."""
+    def grew(self, n: int, events: int = 1, path: Path | None = None) -> None:
+        """An event of `n` bytes was written to a run's log, the file `path`
+        (`events` 0: `n` bytes of its index)."""
         with self._count_lock:
             self._events_bytes += n
-            self.events_written += 1
+            self.events_written += events
+            if self._counting is not None and path is not None:
+                self._counting[path.name] = self._counting.get(path.name, 0) + n
+            if self._stamped:
+                self._changed()
 
     def remove(self, path: Path) -> int:
-        """Delete an event file; the bytes freed (0 when it was not there)."""
-        try:
-            size = path.stat().st_size
-            path.unlink()
-        except FileNotFoundError:
+        """Delete an event file and its index; the bytes freed (0 when neither
+        was there)."""
+        self._counted.wait()  # (the walk may have counted it, or not yet)
+        size = 0
+        for file in (path, index_path(path)):
+            try:
+                freed = file.stat().st_size
+                file.unlink()
+            except FileNotFoundError:
+                continue
+            size += freed
+        if not size:
             return 0
         with self._count_lock:
             self._events_bytes = max(0, self._events_bytes - size)
+            if self._stamped:
+                self._changed()
         return size
 
     def used(self) -> int:
         """Event files (counted) plus the databases beside them (`*.db` and
         their -wal, -shm, -journal: a few stats)."""
-        total = self._events_bytes
+        total = self.events_bytes
         with os.scandir(self.data_dir) as entries:
             for entry in entries:
                 if not entry.name.endswith(DB_SUFFIXES):

@@ -20,6 +20,7 @@ from ..models import RunRecord, RunStatus
 from .sqlite import open_database
 
 _TERMINAL = [s.value for s in RunStatus if s.terminal]
+_UNFINISHED = [s.value for s in RunStatus if not s.terminal]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -107,11 +108,13 @@ class RunStore:
         return records, next_cursor
 
     def unfinished(self) -> list[RunRecord]:
+        """Runs not in a terminal status, oldest first. (`status IN` the others:
+        a search of the status index, never a walk of the whole table.)"""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT record FROM runs WHERE status NOT IN ({','.join('?' * len(_TERMINAL))}) "
+                f"SELECT record FROM runs WHERE status IN ({','.join('?' * len(_UNFINISHED))}) "
                 "ORDER BY seq",
-                _TERMINAL,
+                _UNFINISHED,
             ).fetchall()
         return [RunRecord.model_validate_json(row[0]) for row in rows]
 

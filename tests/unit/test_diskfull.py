@@ -69,7 +69,8 @@ def no_room(runner: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def event_files(settings: Settings) -> list[str]:
-    return sorted(p.name for p in settings.events_dir.iterdir())
+    """The event files (their indexes, `.idx` beside them, left out)."""
+    return sorted(p.name for p in settings.events_dir.iterdir() if p.suffix != ".idx")
 
 
 def assert_full_error(record: RunRecord) -> None:
@@ -425,9 +426,12 @@ def test_the_log_counts_what_it_writes_into_the_data_dir_total(
     for n in range(3):
         log.append(EventType.LOG, {"n": n})
     log.append(EventType.DONE, {})
-    assert space.events_bytes == log.size == (space.events_dir / "a.events").stat().st_size
+    index = space.events_dir / "a.idx"  # 16 bytes an event, counted too
+    assert log.size == (space.events_dir / "a.events").stat().st_size
+    assert space.events_bytes == log.size + index.stat().st_size == log.size + 4 * 16
     log.discard()
     assert space.events_bytes == 0 and not (space.events_dir / "a.events").exists()
+    assert not index.exists()
 
 
 # -- modes ------------------------------------------------------------------------------------
