@@ -30,7 +30,7 @@ from ..runs.runner import Runner
 from ..settings import Settings
 from ..storage.eventlog import RunFeed
 from ..storage.store import RunStore
-from . import admin, api, docs, metrics, pages, security, signin, stream
+from . import admin, api, docs, lines, metrics, pages, security, signin, stream
 from .connections import StreamLimits, raise_open_file_limit
 
 log = logging.getLogger(__name__)
@@ -219,6 +219,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(api.router)
     app.include_router(stream.router)
+    app.include_router(lines.router)
     app.include_router(pages.router)
     app.include_router(signin.router)
     app.include_router(admin.router)

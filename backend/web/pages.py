@@ -14,9 +14,11 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from ..auth import Role
 from ..engines.pool import DOWN, UNKNOWN, UP
@@ -26,7 +28,7 @@ from ..run_options import port_text, volume_text
 from ..runs.policy import redact
 from ..runs.runner import Runner
 from .deps import RunnerDep, ViewerDep
-from .snapshot import build_snapshot
+from .snapshot import tail_snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 templates = Jinja2Templates(directory=str(ROOT / "templates"))
@@ -176,6 +178,22 @@ templates.env.filters["time"] = format_time
 templates.env.filters["duration"] = format_duration
 templates.env.filters["bytes"] = format_bytes
 templates.env.filters["status_label"] = status_label
+
+
+_SCRIPT_ESCAPES = ((b"<", b"\\u003c"), (b">", b"\\u003e"), (b"&", b"\\u0026"), (b"'", b"\\u0027"))
+
+
+def embed_json(value: Any) -> Markup:
+    """JSON for a <script type="application/json"> element, escaped as Jinja's
+    `tojson` does (<, >, & and ' as \\u escapes) but written by orjson: the
+    run page's snapshot (1,000 lines) costs about 0.3 ms instead of 3.5 (issue 12)."""
+    data = orjson.dumps(value)
+    for char, escape in _SCRIPT_ESCAPES:
+        data = data.replace(char, escape)  # on bytes: far faster than on str
+    return Markup(data.decode())
+
+
+templates.env.filters["embed_json"] = embed_json
 templates.env.globals["vocabulary"] = vocabulary()
 
 
@@ -311,7 +329,8 @@ def _seconds_between(start: str, end: str) -> float | None:
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(request: Request, run_id: str, runner: RunnerDep, identity: ViewerDep) -> HTMLResponse:
     run = redact(runner.get(run_id), identity)
-    snapshot = build_snapshot(runner.settings.events_file(run_id), tail_lines=TAIL_LINES)
+    # Through the run's event index: its cost does not grow with the log.
+    snapshot = tail_snapshot(runner.events(run_id), tail_lines=TAIL_LINES)
     done = snapshot.done
     status = done["status"] if done else (snapshot.status or run.status.value)
     view = {

@@ -2,7 +2,14 @@
 
 The run page is rendered from this snapshot and its script subscribes with
 `?after=<last_event_id>`: nothing is shown twice and nothing is missed.
-Only the last `tail_lines` lines are kept; the page says how many came before.
+Only the last `tail_lines` lines are kept; the page says how many came before
+(`first_line`, `earlier`) and loads them on demand (GET /api/runs/{id}/lines).
+
+`tail_snapshot` builds it through the run's event index (storage/eventlog.py):
+the run's non-`log` events (status, pull, notices, done) and the bytes of its
+newest lines only (storage/tail.py), so its cost does not grow with the log.
+`build_snapshot` replays the whole file: the reference the tests hold
+`tail_snapshot` to (tests/unit/test_tail_snapshot.py), not used by the server.
 
 Output cannot make the page slow or heavy: no line is kept longer than
 MAX_LINE_CHARS (static/js/term.js lays out no more than MAX_SCAN characters
@@ -16,10 +23,14 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from ..errors import NotFound
 from ..runs.progress import PullProgress
-from ..storage.reader import Line, LineJoiner, read_events
+from ..storage.eventlog import EventLog
+from ..storage.reader import Event, Line, LineJoiner, read_events
+from ..storage.tail import newest_lines, read_events_at
+from ..storage.tail import page_lines as _page_lines
 
 MAX_LINE_CHARS = 1_000_000 + 1  # static/js/term.js MAX_SCAN, and one more
 MAX_PAGE_CHARS = 4_000_000
@@ -38,7 +49,11 @@ class Snapshot:
     total_lines: int = 0  # highest line number seen
     done: dict[str, Any] | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, line_objects: bool = False) -> dict[str, Any]:
+        """Its JSON form (the page's and GET /api/runs/{id}/snapshot's);
+        `line_objects`: the lines as `Line`s, which orjson writes as their dicts."""
+        lines = page_lines(self.lines)
+        first_line = lines[0].n if lines else self.total_lines + 1
         return {
             "last_event_id": self.last_event_id,
             "status": self.status,
@@ -47,8 +62,10 @@ class Snapshot:
             "pull_overall": self.pull_overall,
             "pull_error": self.pull_error,
             "notices": self.notices,
-            "lines": [line.as_dict() for line in page_lines(self.lines)],
+            "lines": lines if line_objects else [line.as_dict() for line in lines],
             "total_lines": self.total_lines,
+            "first_line": first_line,  # total_lines + 1 when there is none
+            "earlier": first_line > 1,  # lines numbered below first_line exist
             "done": self.done,
         }
 
@@ -68,17 +85,10 @@ def _layer_view(progress: PullProgress, layer_id: str, data: dict[str, Any]) -> 
     }
 
 
-def page_lines(lines: deque[Line], budget: int = MAX_PAGE_CHARS) -> list[Line]:
+def page_lines(lines: deque[Line], budget: int | None = None) -> list[Line]:
     """The newest lines whose texts add up to `budget` characters (the newest
-    line at least)."""
-    kept: list[Line] = []
-    for line in reversed(lines):
-        budget -= len(line.text)
-        if budget < 0 and kept:
-            break
-        kept.append(line)
-    kept.reverse()
-    return kept
+    line at least; MAX_PAGE_CHARS when None)."""
+    return _page_lines(lines, MAX_PAGE_CHARS if budget is None else budget)
 
 
 def _bounded(data: dict[str, Any], joiner: LineJoiner) -> dict[str, Any]:
@@ -96,8 +106,75 @@ def _bounded(data: dict[str, Any], joiner: LineJoiner) -> dict[str, Any]:
     return {**data, "lines": cut}
 
 
+def _apply(snap: Snapshot, progress: PullProgress, event: Event) -> None:
+    """What a non-`log` event does to the snapshot."""
+    kind, data = event.type, event.data
+    if kind == "status":
+        snap.status = data["status"]
+        snap.status_at[data["status"]] = data["at"]
+    elif kind == "pull":
+        message = {
+            "status": data["status"],
+            "id": data["layer"],
+            "progressDetail": {
+                k: data[k] for k in ("current", "total", "units") if data.get(k) is not None
+            },
+        }
+        progress.update(message)
+        snap.pull_overall = data["overall"]
+        if data.get("error"):
+            snap.pull_error = data.get("message")
+        if data["layer"]:
+            snap.layers[data["layer"]] = _layer_view(progress, data["layer"], data)
+    elif kind == "notice":
+        snap.notices.append(data["message"])
+    elif kind == "done":
+        snap.done = data
+
+
+def _open(log: EventLog) -> BinaryIO:
+    try:
+        return open(log.path, "rb", buffering=0)  # (the caller closes it)
+    except FileNotFoundError:  # deleted meanwhile
+        raise NotFound(f"no run with id {log.path.stem!r}") from None
+
+
+def tail_snapshot(log: EventLog, tail_lines: int = 1000) -> Snapshot:
+    """The snapshot as of the log's last event, through its index: its
+    non-`log` events and its newest `tail_lines` lines (MAX_PAGE_CHARS in all)."""
+    index = log.index()
+    snap = Snapshot(last_event_id=index.events, total_lines=index.total_lines)
+    if not index.events:
+        return snap
+    progress = PullProgress()
+    with _open(log) as f:
+        for event in read_events_at(f.fileno(), index, index.non_log()):
+            _apply(snap, progress, event)
+        snap.lines = deque(
+            newest_lines(
+                f.fileno(), index, index.total_lines + 1, tail_lines, MAX_LINE_CHARS, MAX_PAGE_CHARS
+            )
+        )
+    return snap
+
+
+def lines_before(log: EventLog, before: int, limit: int) -> tuple[list[Line], int, bool]:
+    """GET /api/runs/{id}/lines: the newest `limit` lines numbered below
+    `before`, cut as the snapshot's are, and (the number of the oldest, or
+    `before` when none; whether lines numbered below it exist)."""
+    index = log.index()
+    if not index.events or before <= 1:
+        return [], before, False
+    with _open(log) as f:
+        got = newest_lines(f.fileno(), index, before, limit, MAX_LINE_CHARS, MAX_PAGE_CHARS)
+    if not got:
+        return [], before, False
+    return got, got[0].n, got[0].n > 1
+
+
 def build_snapshot(path: Path, upto: int | None = None, tail_lines: int = 1000) -> Snapshot:
-    """Replay the event file up to event `upto` (all when None)."""
+    """Replay the event file up to event `upto` (all when None): the
+    reference for `tail_snapshot` (its cost grows with the log)."""
     snap = Snapshot()
     snap.lines = deque(maxlen=tail_lines)
     progress = PullProgress()
@@ -105,24 +182,7 @@ def build_snapshot(path: Path, upto: int | None = None, tail_lines: int = 1000) 
     for event in read_events(path, upto=upto):
         snap.last_event_id = event.number
         kind, data = event.type, event.data
-        if kind == "status":
-            snap.status = data["status"]
-            snap.status_at[data["status"]] = data["at"]
-        elif kind == "pull":
-            message = {
-                "status": data["status"],
-                "id": data["layer"],
-                "progressDetail": {
-                    k: data[k] for k in ("current", "total", "units") if data.get(k) is not None
-                },
-            }
-            progress.update(message)
-            snap.pull_overall = data["overall"]
-            if data.get("error"):
-                snap.pull_error = data.get("message")
-            if data["layer"]:
-                snap.layers[data["layer"]] = _layer_view(progress, data["layer"], data)
-        elif kind == "log":
+        if kind == "log":
             joined = joiner.feed(_bounded(data, joiner))
             stream, first, texts, at = data["stream"], joined.first, joined.texts, data.get("at")
             skip = max(0, len(texts) - tail_lines)  # would leave the tail at once
@@ -132,9 +192,7 @@ def build_snapshot(path: Path, upto: int | None = None, tail_lines: int = 1000) 
             if joined.opened is not None:
                 snap.lines.append(joined.opened)
             snap.total_lines = joiner.total
-        elif kind == "notice":
-            snap.notices.append(data["message"])
-        elif kind == "done":
-            snap.done = data
+        else:
+            _apply(snap, progress, event)
     joiner.open_lines()  # the texts of lines still open, up to date
     return snap

@@ -20,6 +20,21 @@
 // - A reader who has scrolled up (not `stuck`) is left alone by a flood: the
 //   view stays as it is until they follow again, then jumps to the end.
 //
+// Earlier lines, on demand: the page starts from the server's snapshot (the
+// log's tail) and the reader loads the lines before the oldest shown, a page
+// at a time (`prependEarlier`, from GET /api/runs/{id}/lines?before=N). While
+// a page is on its way nothing else is drawn, so the oldest shown line stays
+// the one it was asked before. When a page would pass the cap, the NEWEST
+// shown lines are dropped instead of the oldest: the view no longer reaches
+// the end (`detached`), so new output is not drawn below it (it would leave
+// a gap). When the reader follows again, the model asks the page for the
+// newest lines (sink.wantTail()); the page fetches a fresh snapshot and
+// starts over from it (`resetTail`), holding the `log` events that arrive
+// meanwhile and passing on only those after the snapshot's last event id:
+// nothing is lost, nothing is shown twice. A reader who loaded earlier lines
+// and reads them is not pushed around by new output either: past the cap the
+// view detaches rather than dropping the lines at the top.
+//
 // The sink (logview.js's LogView, or the tests' headless one) shows lines:
 //   append(entry, from, to, state, open) -> end state: show entry.lines[from..to)
 //       (numbers entry.base + k, read at entry.at: the event's `at`, or null
@@ -30,8 +45,11 @@
 //       the others, oldest first (`open` as for append, when not shown yet).
 //   rerender(open, partial) -> end state, or null when open.el is no longer
 //       shown: the open line's text (open.text) grew.
-//   clear(); dropOldest(count) -> how many were dropped;
-//   update(): after each frame (counts, marker); follow(): scroll to the end.
+//   clear(); dropOldest(count), dropNewest(count) -> how many were dropped;
+//   firstShown() -> the number of the oldest line shown (null: none);
+//   update(): after each frame (counts, marker); follow(): scroll to the end;
+//   wantTail(): the view is detached and the reader follows again: the page
+//       should call resetTail with a fresh snapshot (or tailFailed).
 
 import { MAX_SCAN, PLAIN, advanceState } from "./term.js";
 import { formatCount } from "./format.js";
@@ -64,6 +82,12 @@ export class LogModel {
     this.flooding = false;
     this.paused = false; // a flood came while the reader was scrolled up
     this.stuck = true; // the reader follows the end
+    // Earlier lines (see above):
+    this.loadingEarlier = false; // a page of earlier lines is on its way
+    this.detached = false; // newest lines dropped for earlier ones: the view ends before the output does
+    this.tailWanted = false; // detached, the reader follows: the newest lines were asked for
+    this.readingBack = false; // earlier lines were loaded and the reader has not followed since
+    this.floor = 1; // no line is numbered below this (the server said so, or lines start at 1)
     // Parsed, not shown yet, oldest first:
     //   {kind: "lines", stream, lines, base, start, partial, at}: lines[start..] are
     //     lines base+start.., the last one open when `partial`, read at `at`
@@ -84,13 +108,16 @@ export class LogModel {
     this.lastFloodDraw = -Infinity;
     this.stats = {
       frames: 0, maxFrameMs: 0, parseMs: 0, rendered: 0, skipped: 0, unparsed: 0, floods: 0, backfilled: 0,
+      earlier: 0, resets: 0,
     };
   }
 
   // -- input ----------------------------------------------------------------------------
 
-  // Lines of the server's snapshot: [{n, stream, text, partial, at}], oldest first.
-  loadSnapshot(lines, total) {
+  // Lines of the server's snapshot: [{n, stream, text, partial, at}], oldest first;
+  // `earlier` false when the server says no line comes before them.
+  loadSnapshot(lines, total, earlier = true) {
+    if (earlier === false) this.floor = lines.length ? lines[0].n : (total || 0) + 1;
     for (const line of lines) {
       this.add({ stream: line.stream, at: line.at, first: line.n, lines: [line.text], partial: line.partial });
     }
@@ -138,9 +165,10 @@ export class LogModel {
 
   // Work is left for another frame.
   get busy() {
+    const holding = this.detached || this.loadingEarlier;
     return this.rawHead < this.raw.length
-      || (this.head < this.queue.length && !(this.paused && !this.stuck))
-      || (this.storeLines > 0 && this.domLines < this.cap);
+      || (this.head < this.queue.length && !holding && !(this.paused && !this.stuck))
+      || (this.storeLines > 0 && this.domLines < this.cap && !holding);
   }
 
   // -- one frame ------------------------------------------------------------------------
@@ -156,9 +184,11 @@ export class LogModel {
     else this.parseInOrder(t0);
     const t1 = this.clock();
     this.flooding = this.queuedLines > this.cap;
+    // Detached, or a page of earlier lines on its way: new output waits.
+    const holding = this.detached || this.loadingEarlier;
     if (this.flooding) {
       this.lastFloodDraw = t0;
-      if (this.stuck) {
+      if (this.stuck && !holding) {
         this.skipFlood(sink);
         this.paused = false;
       } else {
@@ -168,21 +198,27 @@ export class LogModel {
         this.paused = true;
       }
     }
-    if (this.paused && this.stuck) {
+    if (this.stuck) this.readingBack = false;
+    if (this.detached) {
+      if (this.stuck && !this.tailWanted) {
+        this.tailWanted = true;
+        sink.wantTail();
+      }
+    } else if (this.paused && this.stuck && !this.loadingEarlier) {
       this.clear(sink);
       this.paused = false;
     }
     const t2 = this.clock();
-    const rendered = this.paused ? 0 : this.renderQueue(sink, t2);
+    const rendered = this.paused || holding ? 0 : this.renderQueue(sink, t2);
     const t3 = this.clock();
-    if (!rendered && this.head >= this.queue.length && this.storeLines) {
+    if (!rendered && !holding && this.head >= this.queue.length && this.storeLines) {
       if (t0 - this.lastArrival >= QUIET_MS) this.backfill(sink);
     }
     const t4 = this.clock();
-    this.trim(sink);
+    if (!holding) this.trim(sink);
     sink.update();
     const t5 = this.clock();
-    if (wasStuck && this.stuck) sink.follow();
+    if (wasStuck && this.stuck && !this.detached) sink.follow();
     const t6 = this.clock();
     this.stats.frames++;
     this.stats.parseMs += t1 - t0;
@@ -324,11 +360,112 @@ export class LogModel {
     this.storeLines = 0;
   }
 
-  // Keep at most `cap` lines shown.
+  // Keep at most `cap` lines shown: the oldest go, unless the reader is
+  // reading earlier lines they loaded (then the newest go, and the view detaches).
   trim(sink) {
     const excess = this.domLines - this.cap;
-    if (excess > 0) this.domLines -= sink.dropOldest(excess);
+    if (excess > 0) {
+      if (this.readingBack && !this.stuck) {
+        this.domLines -= sink.dropNewest(excess);
+        this.detach();
+      } else {
+        this.domLines -= sink.dropOldest(excess);
+      }
+    }
     if (this.domLines >= this.cap && this.storeLines) this.dropStore(); // nothing more fits above
+  }
+
+  // -- earlier lines ----------------------------------------------------------------------
+
+  // The line number to ask earlier lines before (the oldest shown), or null
+  // when there are none to ask for, or not now.
+  earlierBefore(sink) {
+    if (this.loadingEarlier || this.tailWanted) return null;
+    const first = sink.firstShown();
+    return first !== null && first > this.floor ? first : null;
+  }
+
+  // A page of earlier lines is asked for, before line `before`: nothing else
+  // is drawn until `prependEarlier` or `earlierFailed`.
+  startEarlier() {
+    this.loadingEarlier = true;
+  }
+
+  earlierFailed() {
+    this.loadingEarlier = false;
+  }
+
+  // The server's answer to GET /lines?before=`before`: {lines, first, earlier}
+  // (lines oldest first). Shown above the others when the oldest shown line is
+  // still `before`; past the cap the newest shown lines make room (the view
+  // detaches). Returns the number of lines shown (0: none, or the view changed).
+  prependEarlier(before, { lines, first, earlier }, sink) {
+    this.loadingEarlier = false;
+    if (sink.firstShown() !== before) return 0; // cleared or trimmed meanwhile: ask again
+    if (!earlier) this.floor = first;
+    let fresh = lines.filter((line) => line.n < before);
+    if (fresh.length > this.cap) fresh = fresh.slice(fresh.length - this.cap);
+    if (!fresh.length) return 0;
+    this.dropStore(); // what a flood skipped above the shown lines is among these
+    const excess = this.domLines + fresh.length - this.cap;
+    if (excess > 0) {
+      this.domLines -= sink.dropNewest(excess);
+      this.detach();
+    }
+    // A page starts in the plain state: the colours of lines above it are not known.
+    const sgr = {};
+    const pieces = fresh.map((line) => {
+      const state = sgr[line.stream] || PLAIN;
+      sgr[line.stream] = advanceState(line.text, state);
+      // An earlier line still open (on a stream quiet since) is drawn as a whole one.
+      return { stream: line.stream, lines: [line.text], base: line.n, at: line.at ?? null, from: 0, to: 1, state, open: null };
+    });
+    sink.prepend(pieces, { keepScroll: true });
+    this.domLines += fresh.length;
+    this.readingBack = true;
+    this.stats.earlier += fresh.length;
+    return fresh.length;
+  }
+
+  // The newest lines were dropped: the view no longer reaches the end.
+  detach() {
+    if (this.detached) return;
+    this.detached = true;
+    this.tailWanted = false;
+    this.stuck = false;
+    this.dropStore();
+  }
+
+  // A fresh snapshot of the log's tail (after wantTail): start over from it.
+  // Output queued meanwhile is dropped: the snapshot holds it (the page passes
+  // on only the `log` events after the snapshot's last event id).
+  resetTail(lines, total, earlier, sink) {
+    this.clear(sink);
+    this.raw = [];
+    this.rawHead = 0;
+    this.rawChars = 0;
+    this.queue = [];
+    this.head = 0;
+    this.queuedLines = 0;
+    this.dropStore();
+    this.ingestOpen.clear();
+    this.open.clear();
+    this.sgr = { stdout: PLAIN, stderr: PLAIN, tty: PLAIN };
+    this.flooding = false;
+    this.paused = false;
+    this.detached = false;
+    this.tailWanted = false;
+    this.readingBack = false;
+    this.loadingEarlier = false;
+    this.stats.resets++;
+    this.loadSnapshot(lines, total, earlier);
+  }
+
+  // The newest lines could not be fetched: the view stays detached and the
+  // reader not following; following again asks again.
+  tailFailed() {
+    this.tailWanted = false;
+    this.stuck = false;
   }
 
   // -- floods -----------------------------------------------------------------------------
@@ -414,6 +551,58 @@ export class LogModel {
       if (seg.to <= seg.from) this.store.pop();
     }
     sink.prepend(pieces);
+  }
+}
+
+// The page's `log` events on their way to the log view (logview.js LogView,
+// or anything with addRaw, resetTail and tailFailed), and the start over from a
+// fresh snapshot when the view asks for its newest lines again (wantTail):
+// `log` events that arrive while the snapshot is fetched are held, then only
+// those after its last event id are passed on. Every event the page got
+// before the fetch began is in the snapshot (it is asked again, briefly, if
+// it is older than those). Nothing is lost, nothing is shown twice.
+export class LogFeed {
+  constructor(logs, { wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms)), retries = 5 } = {}) {
+    this.logs = logs;
+    this.wait = wait;
+    this.retries = retries;
+    this.held = null; // [[event id, data as JSON text]] while a snapshot is fetched
+    this.through = 0; // `log` events up to this id are in the snapshot the log started over from
+  }
+
+  // A `log` event of the stream: its id and its data as it came.
+  add(id, json) {
+    if (this.held) this.held.push([id, json]);
+    else if (!id || id > this.through) this.logs.addRaw(json);
+  }
+
+  // Start the log over from `fetchSnapshot()` (a Promise of the snapshot the
+  // run page embeds); `lastId` is the last event id the page got. Resolves to
+  // whether it did (when not, the log view was told why).
+  async reload(fetchSnapshot, lastId) {
+    if (this.held) return false;
+    this.held = [];
+    try {
+      let fresh = await fetchSnapshot();
+      for (let attempt = 1; fresh.last_event_id < lastId; attempt++) {
+        if (attempt > this.retries) throw new Error("the server's snapshot is behind this page");
+        await this.wait(100 * attempt);
+        fresh = await fetchSnapshot();
+      }
+      const later = this.held.filter(([id]) => !id || id > fresh.last_event_id);
+      this.held = null;
+      this.through = Math.max(this.through, fresh.last_event_id);
+      this.logs.resetTail(fresh.lines, fresh.total_lines, fresh.earlier);
+      for (const [, json] of later) this.logs.addRaw(json);
+      return true;
+    } catch (err) {
+      const waiting = this.held;
+      this.held = null;
+      for (const [id, json] of waiting) this.add(id, json);
+      const why = String((err && err.message) || err || "unknown error").replace(/\.$/, "");
+      this.logs.tailFailed(`Could not load the newest lines: ${why}.`);
+      return false;
+    }
   }
 }
 

@@ -7,19 +7,35 @@
 // is its sink: it draws lines as the model says, once per animation frame.
 // The DOM holds the lines in chunks whose rendering the browser skips while
 // they are off screen (content-visibility), and a marker says how many
-// earlier lines are only in the full log.
+// earlier lines are not shown, with a button that loads them a page at a time
+// (also when the reader scrolls to the top): `fetchEarlier(before)` asks the
+// server, the model decides what is shown (logmodel.js, "Earlier lines").
 
 import { LogModel, describe, lineMatcher } from "./logmodel.js";
 import { renderLine } from "./term.js";
 
 const BOTTOM_SLACK_PX = 8;
+const TOP_SLACK_PX = 8; // this close to the top, earlier lines are loaded
 // A line's time (its `log` event's `at`), shown by the "Timestamps" toggle
 // from the line's data-at (app.css); a line of an older log has none.
 const NO_TIME = "–".padEnd(24);
 
 export class LogView {
-  constructor({ scroller, body, marker, markerText, info, followButton, onTotal = null, cap = 5000, chunkSize = 200 }) {
+  constructor({
+    scroller, body, marker, markerText, info, followButton, onTotal = null, cap = 5000, chunkSize = 200,
+    earlierButton = null, errorBox = null, errorText = null, retryButton = null,
+    fetchEarlier = null, onWantTail = null,
+  }) {
     this.onTotal = onTotal;
+    // Earlier lines: fetchEarlier(before) -> Promise<{lines, first, earlier}>
+    // (GET /lines?before=); onWantTail(): detached and following again, the
+    // page fetches a fresh snapshot for resetTail (or calls tailFailed).
+    this.earlierButton = earlierButton;
+    this.errorBox = errorBox;
+    this.errorText = errorText;
+    this.fetchEarlier = fetchEarlier;
+    this.onWantTail = onWantTail;
+    this.retry = null; // what "Try again" does after an error
     this.scroller = scroller;
     this.body = body;
     this.marker = marker;
@@ -38,8 +54,23 @@ export class LogView {
     this.inFrame = false;
     this.lineHeight = 0;
 
-    scroller.addEventListener("scroll", () => this.setStuck(this.atBottom()), { passive: true });
-    scroller.addEventListener("wheel", (e) => { if (e.deltaY < 0) this.setStuck(false); }, { passive: true });
+    // Only the reader's own moves count: a scroll down to the bottom follows
+    // again, one up to the top loads earlier lines. A log that shrank (a
+    // filter) or grew above (earlier lines) moves the scroll position too.
+    this.lastTop = 0;
+    scroller.addEventListener("scroll", () => {
+      const top = scroller.scrollTop;
+      const moved = Math.sign(top - this.lastTop);
+      this.lastTop = top;
+      if (!this.atBottom()) this.setStuck(false);
+      else if (moved > 0) this.setStuck(true);
+      if (moved < 0 && this.atTop()) this.loadEarlier(true);
+    }, { passive: true });
+    scroller.addEventListener("wheel", (e) => {
+      if (e.deltaY >= 0) return;
+      this.setStuck(false);
+      if (this.atTop()) this.loadEarlier(true); // already at the top: no scroll event comes
+    }, { passive: true });
     scroller.addEventListener("keydown", (e) => {
       if (["ArrowUp", "PageUp", "Home"].includes(e.key)) this.setStuck(false);
     });
@@ -47,6 +78,14 @@ export class LogView {
       followButton.addEventListener("click", () => {
         this.setStuck(!this.model.stuck);
         if (this.model.stuck) this.scrollToBottom();
+      });
+    }
+    if (earlierButton) earlierButton.addEventListener("click", () => this.loadEarlier(false));
+    if (retryButton) {
+      retryButton.addEventListener("click", () => {
+        const retry = this.retry;
+        this.showError(null);
+        if (retry) retry();
       });
     }
   }
@@ -59,10 +98,70 @@ export class LogView {
 
   // -- input ----------------------------------------------------------------------------
 
-  // Lines of the server's snapshot: [{n, stream, text, partial}], oldest first.
-  loadSnapshot(lines, total) {
-    this.model.loadSnapshot(lines, total);
+  // Lines of the server's snapshot: [{n, stream, text, partial}], oldest first;
+  // `earlier` false when the server says no line comes before them.
+  loadSnapshot(lines, total, earlier = true) {
+    this.model.loadSnapshot(lines, total, earlier);
     this.schedule();
+  }
+
+  // -- earlier lines --------------------------------------------------------------------
+
+  // Load the page of lines before the oldest shown ("Load earlier lines", or
+  // the reader scrolled to the top: `auto`, which does not retry after an error).
+  async loadEarlier(auto = false) {
+    if (!this.fetchEarlier || (auto && (this.model.stuck || this.retry))) return;
+    const before = this.model.earlierBefore(this);
+    if (before === null) return;
+    this.showError(null);
+    this.model.startEarlier();
+    this.updateInfo();
+    let answer;
+    try {
+      answer = await this.fetchEarlier(before);
+    } catch (err) {
+      this.model.earlierFailed();
+      this.showError(`Could not load earlier lines: ${messageOf(err)}.`, () => this.loadEarlier(false));
+      this.schedule();
+      this.updateInfo();
+      return;
+    }
+    this.model.prependEarlier(before, answer, this);
+    this.updateInfo();
+    this.schedule();
+  }
+
+  // Detached and following again (the model asks): the newest lines, from the page.
+  wantTail() {
+    if (this.onWantTail) this.onWantTail();
+    else this.model.tailFailed();
+  }
+
+  // A fresh snapshot of the tail, after onWantTail: start over from it.
+  resetTail(lines, total, earlier = true) {
+    this.showError(null);
+    this.model.resetTail(lines, total, earlier, this);
+    this.setStuck(true);
+    this.updateInfo();
+    this.schedule();
+  }
+
+  // The newest lines could not be fetched: say so; following again (or "Try again") asks again.
+  tailFailed(message) {
+    this.model.tailFailed();
+    this.setStuck(false, true);
+    this.showError(message, () => {
+      this.setStuck(true);
+      this.scrollToBottom();
+    });
+    this.updateInfo();
+  }
+
+  showError(message, retry = null) {
+    this.retry = message ? retry : null;
+    if (!this.errorBox) return;
+    this.errorBox.hidden = !message;
+    if (message && this.errorText.textContent !== message) this.errorText.textContent = message;
   }
 
   // One `log` event's data as it came (JSON text): parsed in the next frame.
@@ -137,15 +236,23 @@ export class LogView {
     return state;
   }
 
-  // Skipped lines filled in above the others (a backfill), oldest first.
-  prepend(pieces) {
+  // Lines shown above the others (a backfill, or earlier lines), oldest
+  // first, in chunks of `chunkSize`. With `keepScroll`, what the reader sees
+  // stays where it is on the screen.
+  prepend(pieces, { keepScroll = false } = {}) {
     const before = this.chunks[0] || null;
-    const chunk = document.createElement("div");
-    chunk.className = "chunk";
+    const top = keepScroll && before ? before.getBoundingClientRect().top : 0;
+    const added = [];
+    let chunk = null;
     for (const piece of pieces) {
       let state = piece.state;
       const open = piece.open;
       for (let k = piece.from; k < piece.to; k++) {
+        if (chunk === null || (keepScroll && chunk.childElementCount >= this.chunkSize)) {
+          chunk = document.createElement("div");
+          chunk.className = "chunk";
+          added.push(chunk);
+        }
         const n = piece.base + k;
         const isOpen = open !== null && open.n === n;
         const el = this.lineElement(n, piece.stream, piece.lines[k], state, isOpen, piece.at);
@@ -154,9 +261,16 @@ export class LogView {
         chunk.append(el);
       }
     }
-    this.body.insertBefore(chunk, before);
-    this.chunks.unshift(chunk);
-    this.sealChunk(chunk);
+    if (!added.length) return;
+    const fragment = document.createDocumentFragment();
+    fragment.append(...added);
+    this.body.insertBefore(fragment, before);
+    this.chunks.unshift(...added);
+    for (const c of added) this.sealChunk(c);
+    if (keepScroll && before) {
+      const moved = before.getBoundingClientRect().top - top;
+      if (moved) this.scroller.scrollTop += moved;
+    }
   }
 
   // The open line grew: draw it again, if it is still on the page.
@@ -199,6 +313,30 @@ export class LogView {
         }
         excess = 0;
         if (first.dataset.sealed) this.sealChunk(first);
+      }
+    }
+    return count - excess;
+  }
+
+  // Drop the `count` newest lines: whole chunks, then single lines.
+  dropNewest(count) {
+    let excess = count;
+    while (excess > 0 && this.chunks.length) {
+      const last = this.chunks[this.chunks.length - 1];
+      const lines = last.childElementCount;
+      if (lines <= excess) {
+        if (this.match) this.matches -= last.querySelectorAll(".ln:not(.filtered-out)").length;
+        last.remove();
+        this.chunks.pop();
+        excess -= lines;
+      } else {
+        for (let k = 0; k < excess; k++) {
+          const line = last.lastElementChild;
+          if (this.match && !line.classList.contains("filtered-out")) this.matches--;
+          line.remove();
+        }
+        excess = 0;
+        if (last.dataset.sealed) this.sealChunk(last);
       }
     }
     return count - excess;
@@ -253,17 +391,30 @@ export class LogView {
   updateInfo() {
     const model = this.model;
     const total = model.shownTotal;
+    const behind = model.paused || model.detached;
     const { marker, info } = describe({
       total,
       first: this.firstShown(),
-      last: model.paused ? this.lastShown() : null,
-      paused: model.paused,
+      last: behind ? this.lastShown() : null,
+      paused: behind,
       shown: model.domLines,
       filter: this.filter,
       matches: this.matches,
     });
     if (marker !== null && this.markerText.textContent !== marker) this.markerText.textContent = marker;
     this.marker.hidden = marker === null;
+    const button = this.earlierButton;
+    if (button) {
+      const loading = model.loadingEarlier;
+      const hidden = !this.fetchEarlier || (!loading && model.earlierBefore(this) === null);
+      if (button.hidden !== hidden) button.hidden = hidden;
+      if (button.disabled !== loading) {
+        button.disabled = loading;
+        button.setAttribute("aria-busy", String(loading));
+        button.textContent = loading ? "Loading earlier lines…" : "Load earlier lines";
+      }
+    }
+    this.pressFollow(model.stuck); // the model may have let go of the end itself (detached)
     if (this.info.textContent !== info) {
       this.info.textContent = info;
       if (this.onTotal) this.onTotal(total);
@@ -278,12 +429,23 @@ export class LogView {
     return s.scrollHeight - s.scrollTop - s.clientHeight <= BOTTOM_SLACK_PX;
   }
 
-  setStuck(stuck) {
+  // Scrolled to the top of a log taller than its box.
+  atTop() {
+    const s = this.scroller;
+    return s.scrollTop <= TOP_SLACK_PX && s.scrollHeight > s.clientHeight;
+  }
+
+  setStuck(stuck, force = false) {
     const model = this.model;
-    if (model.stuck === stuck) return;
+    if (model.stuck === stuck && !force) return;
     model.stuck = stuck;
-    if (this.followButton) this.followButton.setAttribute("aria-pressed", String(stuck));
-    if (stuck && model.paused) this.schedule();
+    this.pressFollow(stuck);
+    if (stuck && (model.paused || model.detached)) this.schedule();
+  }
+
+  pressFollow(stuck) {
+    const button = this.followButton;
+    if (button && button.getAttribute("aria-pressed") !== String(stuck)) button.setAttribute("aria-pressed", String(stuck));
   }
 
   scrollToBottom() {
@@ -324,4 +486,8 @@ export class LogView {
     if (this.model.stuck) this.scrollToBottom();
     return error;
   }
+}
+
+function messageOf(err) {
+  return String((err && err.message) || err || "unknown error").replace(/\.$/, "");
 }

@@ -1,15 +1,24 @@
 // The run page: starts from the server's snapshot (embedded JSON) and follows
 // the run's event stream from the snapshot's last event id, so nothing is
 // shown twice and nothing is missed (also on reload).
+//
+// The snapshot holds the log's tail; earlier lines are fetched on demand
+// (GET /api/runs/{id}/lines?before=N, a page at a time). When they pushed the
+// newest lines out of the view and the reader follows again, the page fetches
+// a fresh snapshot (GET /api/runs/{id}/snapshot) and starts the log over from
+// it: `log` events that arrive meanwhile are held, and only those after the
+// snapshot's last event id are passed on.
 
 import { csrfHeaders, signInAgain } from "./csrf.js";
 import { formatCount, formatDuration, formatRelative, formatAbsolute, frameScheduler } from "./format.js";
+import { LogFeed } from "./logmodel.js";
 import { LogView } from "./logview.js";
 import { pastPhase, phaseView } from "./phases.js";
 import { PullView } from "./pull.js";
 import { pageVocabulary } from "./vocabulary.js";
 
 const $ = (id) => document.getElementById(id);
+const EARLIER_PAGE = 1000; // lines per "Load earlier lines"
 const vocab = pageVocabulary();
 const { isActive, statusLabel } = vocab;
 const run = JSON.parse($("run-data").textContent);
@@ -36,8 +45,16 @@ const logs = new LogView({
   info: $("log-info"),
   followButton: $("log-follow"),
   onTotal: (total) => setText($("line-total"), formatCount(total)),
+  earlierButton: $("log-earlier"),
+  errorBox: $("log-error"),
+  errorText: $("log-error-text"),
+  retryButton: $("log-retry"),
+  fetchEarlier: (before) => getJSON(`${run.links.self}/lines?before=${before}&limit=${EARLIER_PAGE}`),
+  onWantTail: () => feed.reload(() => getJSON(`${run.links.self}/snapshot`), state.lastId),
 });
-logs.loadSnapshot(snapshot.lines, snapshot.total_lines);
+// `log` events go through the feed: it holds them while the log starts over from a fresh snapshot.
+const feed = new LogFeed(logs);
+logs.loadSnapshot(snapshot.lines, snapshot.total_lines, snapshot.earlier);
 if (snapshot.done) logs.finish(snapshot.done.log_lines);
 
 const pull = new PullView($("pull"), vocab.layerLabels);
@@ -135,8 +152,8 @@ const handlers = {
   pull(data) {
     pull.apply(data);
   },
-  log(json) {
-    logs.addRaw(json); // parsed by the log view, within its per-frame budget
+  log(json, id) {
+    feed.add(id, json); // parsed by the log view, within its per-frame budget
   },
   notice(data) {
     const list = $("notices");
@@ -173,7 +190,7 @@ function connect() {
       if (id && id <= state.lastId) return; // already shown
       if (id && id !== state.lastId + 1) console.warn(`pullrun: event ${id} after ${state.lastId}`);
       if (id) state.lastId = id;
-      handle(type === "log" ? event.data : JSON.parse(event.data));
+      handle(type === "log" ? event.data : JSON.parse(event.data), id);
       if (type === "done") source.close();
     });
   }
@@ -202,6 +219,27 @@ function showActionError(message) {
   const box = $("action-error");
   box.textContent = message;
   box.hidden = false;
+}
+
+// -- fetches of the log's lines ----------------------------------------------------------
+
+// GET of one of the run's API routes (same origin: the session cookie goes along).
+async function getJSON(url) {
+  let response;
+  try {
+    response = await fetch(url, { headers: { accept: "application/json" }, credentials: "same-origin" });
+  } catch {
+    throw new Error("the server did not answer");
+  }
+  if (response.status === 401) {
+    signInAgain();
+    throw new Error("signed out");
+  }
+  if (!response.ok) {
+    const body = await response.json().catch(() => null);
+    throw new Error((body && body.error && body.error.message) || `the server answered ${response.status}`);
+  }
+  return response.json();
 }
 
 // -- ticking clocks ---------------------------------------------------------------------

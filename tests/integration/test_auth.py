@@ -75,6 +75,8 @@ def test_anonymous_callers_get_401_on_the_api_and_both_streams(
             ("GET", f"/api/runs/{run['id']}"),
             ("GET", f"/api/runs/{run['id']}/logs"),
             ("GET", f"/api/runs/{run['id']}/events"),
+            ("GET", f"/api/runs/{run['id']}/snapshot"),
+            ("GET", f"/api/runs/{run['id']}/lines"),
             ("GET", "/api/events"),
             ("GET", "/api/stats"),
             ("GET", "/api/audit"),
@@ -118,6 +120,9 @@ def test_each_role_reads_and_does_what_it_may_and_gets_403_past_that(
         assert viewer.get("/api/runs").status_code == 200
         assert viewer.get(f"/api/runs/{run['id']}").json()["created_by"] == run["created_by"]
         assert viewer.get(f"/api/runs/{run['id']}/logs").text == "hello\n"
+        lines = viewer.get(f"/api/runs/{run['id']}/lines").json()["lines"]
+        assert [line["text"] for line in lines] == ["hello"]
+        assert viewer.get(f"/api/runs/{run['id']}/snapshot").json()["lines"] == lines
         events = collect(viewer, f"/api/runs/{run['id']}/events")
         assert events[-1].type == "done"
         status, chunk = first_bytes(viewer, "/api/events")

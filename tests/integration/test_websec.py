@@ -58,6 +58,8 @@ def routes(run: dict[str, Any]) -> list[tuple[str, str]]:
         ("GET", f"/api/runs/{rid}"),
         ("GET", f"/api/runs/{rid}/logs"),
         ("GET", f"/api/runs/{rid}/events"),
+        ("GET", f"/api/runs/{rid}/snapshot"),
+        ("GET", f"/api/runs/{rid}/lines?before=2"),
         ("GET", "/api/events"),
         ("GET", "/api/stats"),
         ("GET", "/healthz"),

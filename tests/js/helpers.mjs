@@ -42,6 +42,8 @@ export class HeadlessSink {
     this.shown = []; // [{n, stream, text, partial, at, connected}], oldest first
     this.updates = 0;
     this.follows = 0;
+    this.tailWanted = 0; // wantTail() calls
+    this.keptScroll = 0; // prepends that keep the reader's place
   }
 
   line(n, stream, text, isOpen, at) {
@@ -59,7 +61,8 @@ export class HeadlessSink {
     return state;
   }
 
-  prepend(pieces) {
+  prepend(pieces, { keepScroll = false } = {}) {
+    if (keepScroll) this.keptScroll++;
     const block = [];
     for (const piece of pieces) {
       let state = piece.state;
@@ -92,6 +95,20 @@ export class HeadlessSink {
     const dropped = this.shown.splice(0, count);
     for (const line of dropped) line.connected = false;
     return dropped.length;
+  }
+
+  dropNewest(count) {
+    const dropped = this.shown.splice(Math.max(0, this.shown.length - count), count);
+    for (const line of dropped) line.connected = false;
+    return dropped.length;
+  }
+
+  firstShown() {
+    return this.shown.length ? this.shown[0].n : null;
+  }
+
+  wantTail() {
+    this.tailWanted++;
   }
 
   update() {

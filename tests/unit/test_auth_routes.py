@@ -47,6 +47,8 @@ NEEDS = {
     ("GET", "/api/runs/{run_id}"): "viewer",
     ("GET", "/api/runs/{run_id}/logs"): "viewer",
     ("GET", "/api/runs/{run_id}/events"): "viewer",
+    ("GET", "/api/runs/{run_id}/snapshot"): "viewer",
+    ("GET", "/api/runs/{run_id}/lines"): "viewer",
     ("GET", "/api/events"): "viewer",
     ("GET", "/api/stats"): "viewer",
     ("GET", "/api/engines"): "viewer",
