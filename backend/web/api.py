@@ -8,6 +8,7 @@ import threading
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..auth import Identity, Role
@@ -102,12 +103,33 @@ async def audit_refused_start(request: Request, message: str) -> None:
         RequestAudit(request)("run.start", outcome="denied", detail=message)
 
 
+def _statuses(values: list[str] | None) -> list[RunStatus] | None:
+    """`?status=a&status=b` or `?status=a,b`: the statuses, or a 422 naming a wrong one."""
+    statuses: list[RunStatus] = []
+    for value in values or []:
+        for name in value.split(","):
+            try:
+                statuses.append(RunStatus(name.strip()))
+            except ValueError:
+                known = ", ".join(s.value for s in RunStatus)
+                message = f"no status {name.strip()[:40]!r} (one of {known})"
+                raise RequestValidationError(
+                    [{"loc": ("query", "status"), "msg": message, "type": "value_error"}]
+                ) from None
+    return statuses or None
+
+
 @router.get("/api/runs", response_model=RunList)
 def list_runs(
     runner: RunnerDep,
     identity: ViewerDep,
     status: Annotated[
-        list[RunStatus] | None, Query(description="Only these statuses (repeat or comma-separate).")
+        list[str] | None,
+        Query(
+            max_length=200,
+            description="Only these statuses (repeat or comma-separate): "
+            + ", ".join(s.value for s in RunStatus),
+        ),
     ] = None,
     cursor: Annotated[
         str | None, Query(max_length=64, description="`next_cursor` of the previous page.")
@@ -115,7 +137,7 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> RunList:
     """Runs, newest first."""
-    runs, next_cursor = runner.page(status, cursor, limit)
+    runs, next_cursor = runner.page(_statuses(status), cursor, limit)
     return RunList(runs=[redact(run, identity) for run in runs], next_cursor=next_cursor)
 
 
