@@ -9,14 +9,18 @@ files its limits allow, or refuses to start saying so.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import resource
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, Request
 from sse_starlette import EventSourceResponse
+from sse_starlette.event import ensure_bytes
+from sse_starlette.sse import SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
 from ..auth import Identity
@@ -88,17 +92,109 @@ class StreamLimits:
 
 class LimitedEventSource(EventSourceResponse):
     """An EventSourceResponse that gives its slot back when it ends, however it
-    ends (done, the client gone, the server stopping, an error)."""
+    ends (done, the client gone, the server stopping, an error).
+
+    Under uvicorn's httptools protocol (what `pullrun serve` runs) it writes
+    the body's chunks straight to the connection's transport (`_Direct`): no
+    copy of each chunk per subscriber, no trip through the middleware for
+    each one. Anywhere else (tests' in-process transports, another server)
+    it sends as EventSourceResponse does."""
 
     def __init__(self, content: AsyncIterator[bytes], slot: StreamSlot, **kwargs: Any) -> None:
         super().__init__(content, **kwargs)
         self.slot = slot
+        self._direct: _Direct | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
+            self._direct = _Direct.of(receive)
             await super().__call__(scope, receive, send)
         finally:
             self.slot.release()
+
+    async def _stream_response(self, send: Send) -> None:
+        if self._direct is None:
+            await super()._stream_response(send)
+            return
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        # Direct writes frame the chunks as uvicorn would: only under the chunked
+        # encoding it chose at the start (no Content-Length); else send as usual.
+        direct = self._direct if self._direct.ready() else None
+        async for data in self.body_iterator:
+            try:
+                chunk = ensure_bytes(data, self.sep)
+                if direct is not None:
+                    await direct.write(chunk, self.send_timeout)
+                else:
+                    message = {"type": "http.response.body", "body": chunk, "more_body": True}
+                    await self._send_with_timeout(send, message)
+            except BaseException:
+                # As EventSourceResponse does: close the iterator before the error escapes.
+                aclose = getattr(self.body_iterator, "aclose", None)
+                if aclose is not None:
+                    with anyio.move_on_after(self._cleanup_timeout, shield=True):
+                        with contextlib.suppress(Exception):
+                            await aclose()
+                raise
+        async with self._send_lock:
+            self.active = False
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _Direct:
+    """A uvicorn (httptools) connection's transport, written to directly.
+
+    uvicorn's own `send` joins each chunk with its chunked-encoding frame
+    into a new bytes object: with 1,000 subscribers of one run that is 1,000
+    copies of every span (issue 12). Here the frame and the span (the very
+    bytes object every subscriber shares, backend/storage/fanout.py) go to
+    the transport as they are, under the same flow control: wait while the
+    transport is paused (at most `send_timeout` seconds, as
+    EventSourceResponse does), write nothing once the client has gone.
+    """
+
+    def __init__(self, cycle: Any) -> None:
+        self.cycle = cycle
+
+    @classmethod
+    def of(cls, receive: Receive) -> _Direct | None:
+        cycle = getattr(receive, "__self__", None)
+        if cycle is None or _httptools_cycle() is not type(cycle):
+            return None
+        return cls(cycle)
+
+    def ready(self) -> bool:
+        cycle = self.cycle
+        return (
+            bool(cycle.response_started and cycle.chunked_encoding) and not cycle.response_complete
+        )
+
+    async def write(self, data: bytes, timeout: float | None) -> None:
+        cycle = self.cycle
+        if cycle.flow.write_paused and not cycle.disconnected:
+            with anyio.move_on_after(timeout) as scope:
+                await cycle.flow.drain()
+            if scope.cancel_called:
+                raise SendTimeoutError()
+        if cycle.disconnected or not data:
+            return
+        cycle.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+
+
+_CYCLE_CLASS: list[type] = []
+
+
+def _httptools_cycle() -> type | None:
+    """uvicorn's httptools RequestResponseCycle, when uvicorn is there."""
+    if not _CYCLE_CLASS:
+        try:
+            from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+        except ImportError:  # pragma: no cover - uvicorn[standard] is a dependency
+            return None
+        _CYCLE_CLASS.append(RequestResponseCycle)
+    return _CYCLE_CLASS[0]
 
 
 # -- open files -------------------------------------------------------------------------
