@@ -189,7 +189,9 @@ def scan_events(
 # -- log lines -----------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+# No slots: orjson writes a dataclass with a __dict__ as fast as a dict,
+# one with slots some 7x slower (the snapshot's lines, issue 12).
+@dataclass
 class Line:
     n: int  # numbered per run, across streams
     stream: str

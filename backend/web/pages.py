@@ -349,7 +349,7 @@ def run_page(request: Request, run_id: str, runner: RunnerDep, identity: ViewerD
         {
             "run": run,
             "run_json": run_json(run),
-            "snapshot": snapshot.as_dict(),
+            "snapshot": snapshot.as_dict(line_objects=True),  # (embed_json: orjson)
             "view": view,
             "tail_lines": TAIL_LINES,
             "layer_labels": LAYER_LABELS,
