@@ -11,6 +11,11 @@ written; an event that cannot claim its room is refused with DiskFull (so is
 one that would leave less than min_free_bytes on the filesystem), and the
 `done` that follows is written into the reserve, which it then releases.
 Where the filesystem cannot preallocate, min_free_bytes alone keeps the room.
+The room is claimed in steps (one fallocate per RESERVE_STEP bytes of
+output or so, not one per event): an event that would leave less than
+RESERVE preallocated past it claims RESERVE + RESERVE_STEP past it, or,
+when that does not fit (min_free_bytes, or the filesystem's ENOSPC), just
+RESERVE past it as each event did before.
 
 The event index (`<run>.idx` beside `<run>.events`, space.index_path) lets
 a finished run be opened, and any of its lines be found, without reading
@@ -71,6 +76,7 @@ from .space import FILE_MODE, DataDirSpace, full_error, index_path, is_disk_full
 
 READ_CHUNK = 1 << 20
 RESERVE = 64 * 1024  # preallocated past a live log's end for its `done`
+RESERVE_STEP = 64 * 1024  # claimed beyond that at once (module docstring)
 _write = os.write  # (tests replace it to fail a write)
 _pwrite = os.pwrite  # (the index's; tests replace it too)
 
@@ -121,7 +127,8 @@ class EventLog:
         self.path = path
         self._loop = loop
         self._space = space
-        self._reserved = False  # RESERVE bytes are preallocated past the end
+        self._reserved_to = 0  # the file is preallocated up to here (past its end)
+        self._can_reserve = True  # until space.reserve says this filesystem cannot
         self._lock = threading.Lock()
         # _ends[i] is where event i+1 ends (and the next one starts).
         self._ends = array("q")
@@ -304,19 +311,43 @@ class EventLog:
 
     def _claim(self, size: int, final: bool) -> int:
         """Open the file; unless `final`, make sure `size` bytes fit and keep
-        RESERVE bytes preallocated past them. The fd to write at the end."""
+        RESERVE bytes (at least) preallocated past them, claimed in steps
+        (module docstring). The fd to write at the end."""
         if final:  # it goes into the reserve
             return self._open()
         space = self._space
+        start = self.size
+        end = start + size
         with space.lock if space is not None else contextlib.nullcontext():
-            if space is not None:
-                space.check(size + RECORD.size + (0 if self._reserved else RESERVE))
+            # What the event takes that is not preallocated yet: as before,
+            # the event itself, and RESERVE more unless that is there already.
+            need = size + RECORD.size + (0 if self._reserved_to >= start + RESERVE else RESERVE)
+            if self._reserved_to >= end + RESERVE or not self._can_reserve:
+                if space is not None:
+                    space.check(need)
+                return self._open()
             fd = self._open()
             try:
-                self._reserved = reserve(fd, self.size, size + RESERVE)
+                try:  # a step: RESERVE_STEP more, when it fits
+                    if space is not None:
+                        space.check(need + RESERVE_STEP)
+                    self._reserve(fd, start, size + RESERVE + RESERVE_STEP)
+                except (DiskFull, OSError) as exc:
+                    if isinstance(exc, OSError) and not is_disk_full(exc):
+                        raise
+                    if space is not None:  # near the limit: just this event's room
+                        space.check(need)
+                    self._reserve(fd, start, size + RESERVE)
             except OSError as exc:
                 raise full_error(exc) from exc
         return fd
+
+    def _reserve(self, fd: int, offset: int, length: int) -> None:
+        """space.reserve, noting how far the file is preallocated now."""
+        if reserve(fd, offset, length):
+            self._reserved_to = max(self._reserved_to, offset + length)
+        else:
+            self._can_reserve = False  # (min_free_bytes alone keeps the room)
 
     def _open(self) -> int:
         if self._fd is None:
@@ -340,8 +371,8 @@ class EventLog:
             with contextlib.suppress(OSError):
                 if written or os.fstat(fd).st_size > end:
                     os.ftruncate(fd, end)  # (this also drops the reserve: take it back)
-                    self._reserved = False
-                    self._reserved = reserve(fd, end, RESERVE)
+                    self._reserved_to = 0
+                    self._reserve(fd, end, RESERVE)
             if is_disk_full(exc):
                 raise full_error(exc) from exc
             raise
@@ -387,7 +418,7 @@ class EventLog:
 
     def offset(self, event_id: int) -> int:
         """Where event `event_id` starts in the file (the end, past the last)."""
-        if event_id <= 1:
+        if event_id <= 1 or not self._ends:  # (an id past the end of an empty log too)
             return 0
         return self._ends[min(event_id, len(self._ends) + 1) - 2]
 
@@ -439,12 +470,18 @@ class EventLog:
                             continue
                     else:
                         start = self.offset(cursor + 1)
+                        kept = fanout.get(start)
+                        if kept is not None:
+                            # What another follower read from here, even if more
+                            # has been written since: the rest is the next span.
+                            last, data = kept
+                            yield data
+                            cursor = last
+                            continue
                         start, end, last = self.span(cursor, step_bytes(start))
                         if end > start:
-                            data = fanout.get(start, end)
-                            if data is None:
-                                data = os.pread(f.fileno(), end - start, start)
-                                fanout.put(start, end, data)
+                            data = os.pread(f.fileno(), end - start, start)
+                            fanout.put(start, last, data)
                             yield data
                             cursor = last
                             continue

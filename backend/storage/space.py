@@ -12,6 +12,14 @@
   `done` of every run and the final save of its record always have room (see
   EventLog). A new run is refused below twice that: it would have no room
   for output.
+  The free figure (statvfs) is not taken at every event: `free()` answers
+  the last figure less what was claimed since (`check`) while that figure is
+  younger than FREE_TTL and the estimate is more than FREE_SLACK above twice
+  min_free_bytes; `check` takes a new one whenever the estimate leaves less
+  than FREE_SLACK above min_free_bytes past what it is asked for. Near the
+  limit every check is exact, as before; far from it, what other writers
+  took in the last FREE_TTL goes unseen until then (their ENOSPC is still
+  caught, and the reserve still holds each run's `done`).
 - Reserve: `reserve()` preallocates room past a file's end without changing
   its size (fallocate KEEP_SIZE, Linux), so a run's `done` has room even when
   something else fills the filesystem.
@@ -48,6 +56,11 @@ _FALLOC_FL_KEEP_SIZE = 1
 # of GET / went from ~6 ms to ~60-130 ms during a walk of a million files).
 _WALK_BATCH = 256
 _WALK_PAUSE = 0.0005
+# The free figure (module docstring: Room): one statvfs a second at most while
+# far from min_free_bytes (each drops and retakes the GIL: beside a busy run,
+# a delay for every line of a quiet one).
+FREE_TTL = 1.0
+FREE_SLACK = 16 * 1024**2
 
 
 def private_dir(path: Path) -> None:
@@ -162,6 +175,12 @@ class DataDirSpace:
         self._stamped = False  # the total is saved in COUNT_FILE (until the next change)
         self.events_written = 0  # events appended to run logs (GET /metrics)
         self._folders = [self.data_dir]  # one per filesystem: events/ may be a mount
+        # The last free figure taken (None: take one), when, and what `check`
+        # let writers claim since (under `lock`).
+        self._seen_free: int | None = None
+        self._seen_at = 0.0
+        self._claimed = 0
+        self._estimated = False  # the last free() answered an estimate
 
     def prepare(self, background: bool = False) -> None:
         """Make the data dir and events/ private, then count the event files (and
@@ -319,6 +338,7 @@ class DataDirSpace:
             size += freed
         if not size:
             return 0
+        self._seen_free = None  # room again: the next check takes a new figure
         with self._count_lock:
             self._events_bytes = max(0, self._events_bytes - size)
             if self._stamped:
@@ -342,27 +362,50 @@ class DataDirSpace:
 
     def free(self) -> int:
         """Bytes an unprivileged writer may still use on the data dir's filesystem
-        (the smaller figure when events/ is a filesystem of its own)."""
-        return min(_free(folder) for folder in self._folders)
+        (the smaller figure when events/ is a filesystem of its own): the last
+        figure taken less what was claimed since, while that is recent and far
+        above the limit (module docstring: Room), else a new figure."""
+        seen = self._seen_free
+        if seen is not None:
+            estimate = seen - self._claimed
+            if (
+                estimate - 2 * self.min_free >= FREE_SLACK
+                and time.monotonic() - self._seen_at < FREE_TTL
+            ):
+                self._estimated = True
+                return estimate
+        return self._take_free()
+
+    def _take_free(self) -> int:
+        free = min(_free(folder) for folder in self._folders)
+        self._seen_free, self._seen_at, self._claimed = free, time.monotonic(), 0
+        self._estimated = False
+        return free
 
     def check(self, need: int) -> None:
-        """DiskFull unless `need` bytes can be written leaving min_free_bytes free."""
+        """DiskFull unless `need` bytes can be written leaving min_free_bytes
+        free; when they can, they count as claimed (under `lock`)."""
         if not self.min_free:
             return
+        self._estimated = False  # (free() says when its answer is an estimate)
         free = self.free()
+        if self._estimated and free - need < self.min_free + FREE_SLACK:
+            free = self._take_free()  # near the limit: exact (a figure of now)
         if free - need < self.min_free:
             raise DiskFull(
                 f"the data dir is full: {human(free)} free, not enough for {human(need)} "
                 f"more while {human(self.min_free)} stay free (PULLRUN_MIN_FREE_BYTES); "
                 "delete runs or make room"
             )
+        self._claimed += need
 
     def check_new_run(self) -> None:
         """DiskFull unless a new run has room for its log: twice min_free_bytes
         free (half of it stays free, half is for its output)."""
         if not self.min_free:
             return
-        free = self.free()
+        with self.lock:  # (the figure and what was claimed since: as `check` sees them)
+            free = self.free()
         if free < 2 * self.min_free:
             raise DiskFull(
                 f"the data dir is full: {human(free)} free, and a new run needs "

@@ -144,9 +144,16 @@ def test_when_no_room_can_be_claimed_the_run_ends_in_its_reserve(
     make_runner: MakeRunner, daemon: FakeDocker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """fallocate answers ENOSPC (something else filled the disk, past
-    min_free_bytes): output stops, `done` still goes into the reserve."""
+    min_free_bytes): output stops once what was preallocated past the log's
+    end is used (its room is claimed in steps), `done` still goes into the
+    reserve."""
     runner = make_runner()
-    command, first, _ = talker(daemon, "a")
+    command, first = ["talk", "a"], daemon.gate("a-1")
+    more = stdout(b"after\n" * (RESERVE // 2))  # past any step claimed before
+    daemon.program(
+        command,
+        Program(output=[stdout(b"before\n"), first, more, daemon.gate("a-2")], term_exit=143),
+    )
     record = submit(runner, command=command)
     running(runner, record.id)
     real_reserve = eventlog_module.reserve
