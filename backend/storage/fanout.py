@@ -14,8 +14,12 @@ of STEP past `start` (at least one event), or at the end of what is written
 so far, whichever comes first. Followers that fell behind (their socket was
 slow) read whole steps, the same as every other follower that passes there;
 followers at the live edge read what was appended since their last step,
-the same span as every other follower woken with them. A span read up to the
-end of the file is replaced when a later follower finds more written past it.
+the same span as every other follower woken with them. A follower that finds
+a span kept at its offset takes it as it is, even when more has been written
+past its end since (the rest is its next span): followers at the live edge
+then stay on the same spans however the writer's appends interleave with
+their wake-ups, instead of each reading a span of its own up to a slightly
+later end (with 1,000 followers that was up to 1,000 copies of a span).
 
 A span is dropped once as many followers as the log has have taken it (so
 followers that keep together keep next to nothing), and the spans kept are
@@ -43,7 +47,7 @@ class Fanout:
         self.bytes = 0  # of the spans kept
         self.hits = 0  # reads served from a kept span
         self.reads = 0  # reads of the file while shared
-        # start -> [end, bytes, how many followers took it]
+        # start -> [last event id, bytes, how many followers took it]
         self._spans: OrderedDict[int, list[Any]] = OrderedDict()
 
     @property
@@ -65,11 +69,12 @@ class Fanout:
         self._spans.clear()
         self.bytes = 0
 
-    def get(self, start: int, end: int) -> bytes | None:
-        """The kept span [start, end), if there is one. Once as many
-        followers as there are have taken it, nobody needs it: dropped."""
+    def get(self, start: int) -> tuple[int, bytes] | None:
+        """(last event id, bytes) of the span kept at `start`, if there is one.
+        Once as many followers as there are have taken it, nobody needs it:
+        dropped."""
         kept = self._spans.get(start)
-        if kept is None or kept[0] != end:
+        if kept is None:
             return None
         data: bytes = kept[1]
         self.hits += 1
@@ -77,15 +82,16 @@ class Fanout:
         if kept[2] >= self.followers:
             del self._spans[start]
             self.bytes -= len(data)
-        return data
+        return kept[0], data
 
-    def put(self, start: int, end: int, data: bytes) -> None:
-        """Keep [start, end), read by one follower; drop the oldest spans past the limit."""
+    def put(self, start: int, last: int, data: bytes) -> None:
+        """Keep the span at `start` (through event `last`), read by one
+        follower; drop the oldest spans past the limit."""
         self.reads += 1
         old = self._spans.pop(start, None)
         if old is not None:
             self.bytes -= len(old[1])
-        self._spans[start] = [end, data, 1]
+        self._spans[start] = [last, data, 1]
         self.bytes += len(data)
         while self.bytes > self.limit and len(self._spans) > 1:
             _, (_, dropped, _) = self._spans.popitem(last=False)

@@ -4,6 +4,7 @@ every follower still gets every byte, in order, whatever its pace."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -50,40 +51,40 @@ def following(count: int, limit: int | None = None) -> Fanout:
     return cache
 
 
-def test_a_kept_span_is_given_only_for_the_same_start_and_end() -> None:
+def test_a_kept_span_is_given_for_its_start_as_it_is() -> None:
     cache = following(10, limit=1000)
     data = b"x" * 10
-    cache.put(0, 10, data)
-    assert cache.get(0, 10) is data
-    assert cache.get(0, 20) is None  # more was written since: read again
-    assert cache.get(10, 20) is None
+    cache.put(0, 4, data)  # events 1-4
+    kept = cache.get(0)
+    assert kept is not None and kept[0] == 4 and kept[1] is data
+    assert cache.get(10) is None  # the next span: nobody read it yet
+    assert cache.get(5) is None
     bigger = b"y" * 20
-    cache.put(0, 20, bigger)  # replaces the shorter span
-    assert cache.get(0, 20) is bigger
-    assert cache.get(0, 10) is None
+    cache.put(0, 7, bigger)  # (a follower whose span was dropped reads its own)
+    assert cache.get(0) == (7, bigger)
     assert (len(cache), cache.bytes) == (1, 20)
 
 
 def test_a_span_every_follower_took_is_dropped() -> None:
     cache = following(3)
     data = b"abc"
-    cache.put(0, 3, data)  # the first follower read it
-    assert cache.get(0, 3) is data  # the second
+    cache.put(0, 1, data)  # the first follower read it
+    assert cache.get(0) == (1, data)  # the second
     assert (len(cache), cache.bytes) == (1, 3)
-    assert cache.get(0, 3) is data  # the third and last: nobody needs it any more
+    assert cache.get(0) == (1, data)  # the third and last: nobody needs it any more
     assert (len(cache), cache.bytes) == (0, 0)
-    assert cache.get(0, 3) is None
+    assert cache.get(0) is None
 
 
 def test_the_cache_keeps_at_most_its_limit_oldest_out() -> None:
     cache = following(10, limit=100)
     for start in range(0, 300, 30):
-        cache.put(start, start + 30, bytes(30))
+        cache.put(start, start // 30 + 1, bytes(30))
         assert cache.bytes <= 100
     assert cache.bytes == 90
-    assert cache.get(270, 300) is not None  # the newest are kept
-    assert cache.get(0, 30) is None
-    cache.put(1000, 1500, bytes(500))  # one span past the limit is still kept, alone
+    assert cache.get(270) is not None  # the newest are kept
+    assert cache.get(0) is None
+    cache.put(1000, 50, bytes(500))  # one span past the limit is still kept, alone
     assert (len(cache), cache.bytes) == (1, 500)
 
 
@@ -93,7 +94,7 @@ def test_the_cache_empties_when_fewer_than_two_follow() -> None:
     assert not cache.shared
     cache.join()
     assert cache.shared
-    cache.put(0, 3, b"abc")
+    cache.put(0, 1, b"abc")
     cache.leave()
     assert not cache.shared
     assert (len(cache), cache.bytes) == (0, 0)
@@ -254,5 +255,32 @@ def test_a_follower_alone_in_catching_up_reads_as_a_single_one(tmp_path: Path) -
         async for chunk in log.follow(0):
             return chunk
         raise AssertionError("no chunk")
+
+    run_async(main)
+
+
+def test_a_kept_span_is_taken_as_it_is_when_more_was_written_since(tmp_path: Path) -> None:
+    """Followers at the live edge woken between two appends still share one
+    span: the later one takes what the first read, then the rest."""
+
+    async def main() -> None:
+        log = EventLog(tmp_path / "r.events", asyncio.get_running_loop())
+        holder = log.follow(10**6)  # a follower that reads nothing: the log is shared
+        waiting = asyncio.ensure_future(holder.__anext__())
+        await asyncio.sleep(0)
+        log_event(log, 1)
+        first = log.follow(0)
+        got_first = await first.__anext__()
+        log_event(log, 2)  # more written before the next follower reads
+        second = log.follow(0)
+        assert await second.__anext__() is got_first  # the same bytes, not a read to event 2
+        rest = await second.__anext__()
+        assert ids_of(got_first) == [1] and ids_of(rest) == [2]
+        assert await first.__anext__() is rest
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        for gen in (first, second):
+            await gen.aclose()
 
     run_async(main)
