@@ -1,8 +1,8 @@
 """`python -m bench [N ...] [--quick] [--profile DIR] [--json PATH]`
 
 Runs the benchmarks (1-8 of issue 4, 9 of issue 7, 10 of issue 9, 11 of issue 10,
-12 of issue 11: all, or the numbers given), prints a table row as each one finishes and the whole
-table at the end. Progress goes to stderr.
+12 of issue 11, 13-18 of issue 12: all, or the numbers given), prints a table row as each one
+finishes and the whole table at the end. Progress goes to stderr.
 Exit status: 0 when every benchmark could be measured (targets missed or
 not; the table says), 1 when one could not or a correctness check failed.
 """

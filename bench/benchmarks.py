@@ -1,5 +1,6 @@
 """The benchmarks: 1-8 of issue 4, 9 of issue 7, 10 of issue 9, 11 of issue 10, 12 of
-issue 11 (bench/cli_bench.py). Each returns its table row(s)."""
+issue 11 (bench/cli_bench.py), 13-18 of issue 12 (a module each, named in BENCHMARKS).
+Each returns its table row(s)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Any
 
 from tests.support.server import free_port
 
+from .bigpage_bench import bigpage
 from .cli_bench import cli
 from .driver import (
     ROOT,
@@ -38,6 +40,11 @@ from .driver import (
     proc_status,
     seconds,
 )
+from .heavy_bench import heavy
+from .history_bench import history as long_history
+from .late_bench import late
+from .latency_bench import line_latency
+from .viewers_bench import viewers
 
 IMAGE = "pullrun/busybox:base"  # present locally: no pull on either side
 REGISTRY = os.environ.get("PULLRUN_TEST_REGISTRY", "127.0.0.1:5000")
@@ -891,4 +898,10 @@ BENCHMARKS: dict[str, Callable[[Config], list[Row]]] = {
     "10": placement,
     "11": swarm,
     "12": cli,  # bench/cli_bench.py
+    "13": bigpage,  # bench/bigpage_bench.py
+    "14": viewers,  # bench/viewers_bench.py
+    "15": line_latency,  # bench/latency_bench.py
+    "16": heavy,  # bench/heavy_bench.py
+    "17": long_history,  # bench/history_bench.py
+    "18": late,  # bench/late_bench.py
 }

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 import httptools
 import orjson
 
-from backend.storage.reader import EventSplitter, LineJoiner, parse_event
+from backend.storage.reader import EventSplitter, Joined, LineJoiner, parse_event
 
 try:  # the same loop the server runs on; plain asyncio otherwise
     import uvloop
@@ -151,7 +151,10 @@ class EventSink(ByteSink):
             # Partial lines of two streams at once: the benchmarks print on one
             # stream only, so this would be a bug worth seeing.
             self._error("partial lines of two streams at once")
-        joined = self._joiner.feed(data)
+        self._keep(self._joiner.feed(data))
+
+    def _keep(self, joined: Joined) -> None:
+        """What the subscriber does with one event's lines: keeps them, here."""
         if not self.keep_lines:
             return
         if joined.continued is not None:
