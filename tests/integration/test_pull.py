@@ -8,7 +8,7 @@ import httpx
 from tests.support.runs import containers_of, remove_image, run_to_end, start
 from tests.support.server import ServerFactory, ServerProcess
 from tests.support.throttle_proxy import ThrottleProxy
-from tests.support.wait import collect, wait_for_status
+from tests.support.wait import collect, wait_until
 
 RATE = 2 * 1024 * 1024  # the layers image is ~6 MiB: about 3 s of real Downloading
 
@@ -172,7 +172,15 @@ def test_a_registry_that_goes_away_mid_pull_ends_the_run_in_pull_with_its_messag
         remove_image(docker_api, ref)
         try:
             record = start(client, image=ref, pull="always")
-            wait_for_status(client, record["id"], "pulling")
+            # Mid pull: a layer downloading (the "pulling" status alone comes
+            # before the engine has said anything, and a cut then is no pull).
+            wait_until(
+                lambda: any(
+                    layer["state"] == "downloading"
+                    for layer in client.get(f"/api/runs/{record['id']}/snapshot").json()["layers"]
+                ),
+                "a layer downloading",
+            )
             proxy.stop()  # gone: open connections cut, new ones refused
             events = collect(client, record["links"]["events"])
         finally:
