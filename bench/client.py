@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -467,25 +467,30 @@ async def dispatch(command: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown command {name!r}")
 
 
-async def serve() -> None:
+Answer = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+async def serve(answer: Answer = dispatch) -> None:
+    """Read a JSON command a line from stdin, write each answer a line to stdout
+    (an exception is an answer with `errors`). The client modules share it."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     out = sys.stdout
     while line := await reader.readline():
         try:
-            result = await dispatch(json.loads(line))
+            result = await answer(json.loads(line))
         except Exception as exc:
             result = {"errors": [f"{type(exc).__name__}: {exc}"], "elapsed": None}
         out.write(json.dumps(result) + "\n")
         out.flush()
 
 
-def main() -> None:
+def main(answer: Answer = dispatch) -> None:
     if uvloop is not None:
-        uvloop.run(serve())
+        uvloop.run(serve(answer))
     else:  # pragma: no cover
-        asyncio.run(serve())
+        asyncio.run(serve(answer))
     with contextlib.suppress(Exception):
         sys.stdout.flush()
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tests.support.server import ServerProcess
 
@@ -123,11 +123,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 class ClientProcess:
-    """`python -m bench.client`: subscribers and HTTP requests, out of process."""
+    """`python -m bench.client` (or another client module): subscribers and
+    HTTP requests, out of process, asked and answered a JSON line each."""
+
+    MODULE = "bench.client"
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.client"],
+            [sys.executable, "-m", self.MODULE],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -135,17 +138,25 @@ class ClientProcess:
         )
 
     def call(self, cmd: str, **args: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.send(cmd, **args)
+        return self.receive(cmd)
+
+    def send(self, cmd: str, **args: Any) -> None:
+        """Ask, without waiting for the answer (several processes at once)."""
+        assert self.proc.stdin is not None
         if args.get("base") in TOKENS:
             args.setdefault("token", TOKENS[args["base"]])
         self.proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
         self.proc.stdin.flush()
+
+    def receive(self, what: str | None = None) -> dict[str, Any]:
+        assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
-            raise BenchError(f"the client process exited ({self.proc.poll()})")
+            raise BenchError(f"the client process {self.MODULE} exited ({self.proc.poll()})")
         result: dict[str, Any] = json.loads(line)
         if result.get("errors"):
-            raise BenchError(f"{cmd}: " + "; ".join(result["errors"][:5]))
+            raise BenchError(f"{what or self.MODULE}: " + "; ".join(result["errors"][:5]))
         return result
 
     def close(self) -> None:
@@ -158,7 +169,7 @@ class ClientProcess:
                 self.proc.kill()
                 self.proc.wait()
 
-    def __enter__(self) -> ClientProcess:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

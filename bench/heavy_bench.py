@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import os
 import resource
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +26,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .driver import (
-    ROOT,
     BenchError,
     ClientProcess,
     Row,
@@ -54,14 +51,7 @@ WARM_UP = {"image": IMAGE, "command": ["echo", "hello"]}
 class LiveClient(ClientProcess):
     """`python -m bench.live_client` (the commands of bench.client, and more)."""
 
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.live_client"],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+    MODULE = "bench.live_client"
 
 
 def load() -> str:

@@ -22,15 +22,13 @@ from __future__ import annotations
 import math
 import os
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from tests.support.runs import gate
 
-from .driver import ROOT, BenchError, ClientProcess, Row, bench_server, docker, log
+from .driver import BenchError, ClientProcess, Row, bench_server, docker, log
 from .heavy_bench import LiveClient
 
 if TYPE_CHECKING:
@@ -47,14 +45,7 @@ P99_LOADED_TARGET = 0.050
 class LatencyReaders(ClientProcess):
     """`python -m bench.latency_client`: the readers of one side."""
 
-    def __init__(self) -> None:  # as ClientProcess, another module
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.latency_client"],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+    MODULE = "bench.latency_client"
 
 
 def _command(lines: int) -> list[str]:

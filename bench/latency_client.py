@@ -23,9 +23,6 @@ arrival is the stamp of the read that completed it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import sys
 import time
 from datetime import datetime
 from typing import Any
@@ -34,6 +31,8 @@ import httptools
 
 from backend.engines.frames import FrameDecoder
 from backend.storage.reader import EventSplitter, parse_event
+
+from . import client
 
 try:  # the same loop the server runs on; plain asyncio otherwise
     import uvloop
@@ -265,29 +264,14 @@ class Readers:
         return {"attached": attached, "subscribers": subscribers, "errors": []}
 
 
-async def serve() -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    readers = Readers()
-    while line := await reader.readline():
-        command = json.loads(line)
-        name = command.pop("cmd")
-        try:
-            result = await getattr(readers, name)(**command)
-        except Exception as exc:
-            result = {"errors": [f"{type(exc).__name__}: {exc}"]}
-        sys.stdout.write(json.dumps(result) + "\n")
-        sys.stdout.flush()
-
-
 def main() -> None:
-    if uvloop is not None:
-        uvloop.run(serve())
-    else:  # pragma: no cover
-        asyncio.run(serve())
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
+    readers = Readers()
+
+    async def answer(command: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await getattr(readers, command.pop("cmd"))(**command)
+        return result
+
+    client.main(answer)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,8 @@ Commands:
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
-import sys
 import time
 import zlib
 from bisect import bisect_left
@@ -37,6 +35,7 @@ import orjson
 
 from backend.storage.reader import Joined
 
+from . import client
 from .client import CREDENTIALS, ByteSink, EventSink, dispatch, http, post_run
 
 try:  # the same loop the server runs on; plain asyncio otherwise
@@ -479,33 +478,20 @@ async def cmd_late(
 COMMANDS = {"heavy": cmd_heavy, "late": cmd_late}
 
 
-async def serve() -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    out = sys.stdout
-    while line := await reader.readline():
-        command = json.loads(line)
-        try:
-            if command["cmd"] in COMMANDS:
-                name = command.pop("cmd")
-                token = command.pop("token", None)
-                if token and "base" in command:
-                    CREDENTIALS[command["base"]] = token
-                result = await COMMANDS[name](**command)
-            else:
-                result = await dispatch(command)
-        except Exception as exc:
-            result = {"errors": [f"{type(exc).__name__}: {exc}"], "elapsed": None}
-        out.write(json.dumps(result) + "\n")
-        out.flush()
+async def answer(command: dict[str, Any]) -> dict[str, Any]:
+    """This module's commands, else bench.client's."""
+    if command["cmd"] not in COMMANDS:
+        return await dispatch(command)
+    name = command.pop("cmd")
+    token = command.pop("token", None)
+    if token and "base" in command:
+        CREDENTIALS[command["base"]] = token
+    result: dict[str, Any] = await COMMANDS[name](**command)
+    return result
 
 
 def main() -> None:
-    if uvloop is not None:
-        uvloop.run(serve())
-    else:  # pragma: no cover
-        asyncio.run(serve())
+    client.main(answer)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ clients on the server's machine the 2x target is out of reach here.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -47,9 +46,9 @@ from tests.support.server import free_port
 
 from .driver import (
     ROOT,
-    TOKENS,
     BenchError,
     BenchServer,
+    ClientProcess,
     Row,
     alternate,
     bench_server,
@@ -86,44 +85,10 @@ SETTINGS = {
 }
 
 
-class ViewerProcess:
+class ViewerProcess(ClientProcess):
     """`python -m bench.viewers_client`: asked and answered over a pipe."""
 
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.viewers_client"],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-    def send(self, cmd: str, **args: Any) -> None:
-        assert self.proc.stdin is not None
-        if args.get("base") in TOKENS:
-            args.setdefault("token", TOKENS[args["base"]])
-        self.proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
-        self.proc.stdin.flush()
-
-    def receive(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise BenchError(f"a viewers client exited ({self.proc.poll()})")
-        result: dict[str, Any] = json.loads(line)
-        if result.get("errors"):
-            raise BenchError("viewers client: " + "; ".join(result["errors"][:5]))
-        return result
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    MODULE = "bench.viewers_client"
 
 
 class MemoryWatch:

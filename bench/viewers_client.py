@@ -36,16 +36,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import functools
 import re
 import resource
 import socket
-import sys
 import time
 import zlib
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import client
 from .client import CREDENTIALS, EventSink, Exchange, _seq_check
 
 try:
@@ -401,29 +401,16 @@ class Viewers:
         }
 
 
-async def serve() -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    viewers = Viewers()
-    out = sys.stdout
-    while line := await reader.readline():
-        command = json.loads(line)
-        name = command.pop("cmd")
-        token = command.pop("token", None)
-        if token and "base" in command:
-            CREDENTIALS[command["base"]] = token
-        try:
-            if name == "connect":
-                result = await viewers.connect(**command)
-            elif name == "wait":
-                result = await viewers.wait()
-            else:
-                raise ValueError(f"unknown command {name!r}")
-        except Exception as exc:
-            result = {"errors": [f"{type(exc).__name__}: {exc}"]}
-        out.write(json.dumps(result) + "\n")
-        out.flush()
+async def answer_with(viewers: Viewers, command: dict[str, Any]) -> dict[str, Any]:
+    name = command.pop("cmd")
+    token = command.pop("token", None)
+    if token and "base" in command:
+        CREDENTIALS[command["base"]] = token
+    if name == "connect":
+        return await viewers.connect(**command)
+    if name == "wait":
+        return await viewers.wait()
+    raise ValueError(f"unknown command {name!r}")
 
 
 def main() -> None:
@@ -432,10 +419,8 @@ def main() -> None:
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     del soft
-    if uvloop is not None:
-        uvloop.run(serve())
-    else:  # pragma: no cover
-        asyncio.run(serve())
+    viewers = Viewers()
+    client.main(functools.partial(answer_with, viewers))
 
 
 if __name__ == "__main__":
