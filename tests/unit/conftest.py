@@ -24,6 +24,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
+from fastapi.testclient import TestClient
 
 from backend.auth.accounts import Accounts
 from backend.auth.roles import Role
@@ -36,6 +37,7 @@ from backend.settings import Settings
 from backend.storage.eventlog import RunFeed
 from backend.storage.reader import Event, join_lines, read_events
 from backend.storage.store import RunStore
+from backend.web.app import create_app
 from tests.support.wait import wait_until as wait_for
 
 T = TypeVar("T")
@@ -168,3 +170,15 @@ def make_runner(
 @pytest.fixture
 def runner(make_runner: MakeRunner) -> Runner:
     return make_runner()
+
+
+@pytest.fixture
+def client(settings: Settings, daemon: FakeDocker) -> Iterator[TestClient]:
+    """The app in process on the fake engine, signed in as an admin (an API
+    token). Modules that need another client define their own."""
+    headers = bearer(make_token(settings))
+    with TestClient(create_app(settings, engine_factory=daemon), headers=headers) as test_client:
+        try:
+            yield test_client
+        finally:
+            daemon.close()  # nothing blocked on a gate when the lifespan shuts down

@@ -9,7 +9,6 @@ without __init__.py files pytest cannot collect two modules of one name.)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,17 +27,6 @@ from backend.storage.reader import decode_events
 from backend.web import api
 from backend.web.app import create_app
 from tests.unit.conftest import BASE, bearer, events_of, make_token, wait_until
-
-
-@pytest.fixture
-def client(settings: Settings, daemon: FakeDocker) -> Iterator[TestClient]:
-    """A client signed in as an admin (an API token)."""
-    headers = bearer(make_token(settings))
-    with TestClient(create_app(settings, engine_factory=daemon), headers=headers) as test_client:
-        try:
-            yield test_client
-        finally:
-            daemon.close()  # nothing blocked on a gate when the lifespan shuts down
 
 
 def start(client: TestClient, **body: Any) -> dict[str, Any]:

@@ -4,7 +4,6 @@ line once, in order, as the download has them), the bounds and the errors."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,19 +12,8 @@ from fastapi.testclient import TestClient
 from backend.engines.fake import FakeDocker, Program, stderr, stdout
 from backend.settings import Settings
 from backend.storage.eventlog import EventLog
-from backend.web.app import create_app
-from tests.unit.conftest import bearer, make_token, wait_until
+from tests.unit.conftest import wait_until
 from tests.unit.test_api_inprocess import assert_error, finished, start
-
-
-@pytest.fixture
-def client(settings: Settings, daemon: FakeDocker) -> Iterator[TestClient]:
-    headers = bearer(make_token(settings))
-    with TestClient(create_app(settings, engine_factory=daemon), headers=headers) as test_client:
-        try:
-            yield test_client
-        finally:
-            daemon.close()
 
 
 def page_back(client: TestClient, run_id: str, limit: int) -> list[dict[str, Any]]:

@@ -3,26 +3,10 @@ filter; an unknown status is a 422 naming it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from fastapi.testclient import TestClient
 
 from backend.engines.fake import FakeDocker, Program
-from backend.settings import Settings
-from backend.web.app import create_app
-from tests.unit.conftest import bearer, make_token
 from tests.unit.test_api_inprocess import assert_error, finished, start
-
-
-@pytest.fixture
-def client(settings: Settings, daemon: FakeDocker) -> Iterator[TestClient]:
-    headers = bearer(make_token(settings))
-    with TestClient(create_app(settings, engine_factory=daemon), headers=headers) as test_client:
-        try:
-            yield test_client
-        finally:
-            daemon.close()
 
 
 def ids(client: TestClient, query: str) -> list[str]:
