@@ -71,7 +71,7 @@ from typing import Any, NamedTuple
 from ..errors import DiskFull
 from ..events import EventType, encode_event
 from .fanout import STEP, Fanout, step_bytes
-from .reader import scan_events
+from .reader import lines_begun, scan_events
 from .space import FILE_MODE, DataDirSpace, full_error, index_path, is_disk_full, reserve
 
 READ_CHUNK = 1 << 20
@@ -286,7 +286,7 @@ class EventLog:
             raw = encode_event(event_id, event_type, data)
             final = event_type == EventType.DONE
             kind = KINDS.get(event_type, KIND_OTHER)
-            lines = _begun(data, self.total_lines) if kind == KIND_LOG else self.total_lines
+            lines = lines_begun(data, self.total_lines) if kind == KIND_LOG else self.total_lines
             try:
                 fd = self._claim(len(raw), final)
                 self._write_at(fd, raw)
@@ -492,15 +492,6 @@ class EventLog:
                 if behind:
                     fanout.behind -= 1
                 fanout.leave()
-
-
-def _begun(data: Any, lines: int) -> int:
-    """The highest line number begun through a `log` event with `data`, `lines` before it."""
-    try:
-        texts = data["lines"]
-        return max(lines, int(data["first"]) + len(texts) - 1) if texts else lines
-    except (KeyError, TypeError, ValueError):
-        return lines  # not a log event of ours: it begins no line
 
 
 def _bears_out(fd: int, ends: array[int], marks: array[int], kinds: array[int], i: int) -> bool:

@@ -152,6 +152,16 @@ def index_events(data: bytes | Any, ends: array[int], start: int = 0) -> tuple[i
     return pos, last_type
 
 
+def lines_begun(data: Any, lines: int) -> int:
+    """The highest line number begun through a `log` event with `data`, `lines`
+    before it (the event index's second word: storage/eventlog.py)."""
+    try:
+        texts = data["lines"]
+        return max(lines, int(data["first"]) + len(texts) - 1) if texts else lines
+    except (KeyError, TypeError, ValueError):
+        return lines  # not a log event of ours: it begins no line
+
+
 def scan_events(
     data: bytes | Any, start: int, lines: int
 ) -> tuple[int, list[tuple[int, bytes, int]]]:
@@ -176,11 +186,10 @@ def scan_events(
         if kind == b"log":
             try:
                 event = parse_event(bytes(data[prev : end - 2]))
-                texts, first = event.data["lines"], event.data["first"]  # type: ignore[union-attr]
-                if texts:
-                    lines = max(lines, int(first) + len(texts) - 1)
-            except (AttributeError, KeyError, TypeError, ValueError):
-                pass  # not a log event of ours: it begins no line
+            except ValueError:
+                event = None  # not a log event of ours: it begins no line
+            if event is not None:
+                lines = lines_begun(event.data, lines)
         entries.append((end, kind, lines))
         prev = end
     return pos, entries
