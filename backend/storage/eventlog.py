@@ -139,6 +139,7 @@ class EventLog:
         self._marks = array("q")
         self._mark_kinds = array("B")
         self._fd: int | None = None
+        self._fanout = Fanout()  # what its followers read lately (loop thread only)
         self._index_fd: int | None = None
         self._indexed = 0  # records written to the index file
         self._index_size = 0  # its size, as far as known
@@ -438,8 +439,6 @@ class EventLog:
             last = max(bisect_right(ends, start + max_bytes, after, count), after + 1)
         return (start, ends[last - 1], last)
 
-    _fanout: Fanout | None = None  # made by the first follower (loop thread)
-
     async def follow(self, after: int = 0) -> AsyncIterator[bytes]:
         """Yield the bytes of every event after id `after`, live, until `done`.
 
@@ -449,8 +448,6 @@ class EventLog:
         cursor = after
         self.path.touch(FILE_MODE, exist_ok=True)  # a subscriber may come before the first event
         fanout = self._fanout
-        if fanout is None:
-            fanout = self._fanout = Fanout()
         with open(self.path, "rb", buffering=0) as f:
             fanout.join()
             behind = False  # more than a step to read: catching up
