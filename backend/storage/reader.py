@@ -230,7 +230,10 @@ class Joined(NamedTuple):
 
 
 @dataclass(slots=True)
-class _OpenLine:
+class OpenLine:
+    """A line still open: its pieces, joined only when read (LineJoiner, and
+    storage/tail.py's reader of a range of lines)."""
+
     line: Line
     pieces: list[str]  # its text so far, joined only when read
     length: int
@@ -251,7 +254,7 @@ class LineJoiner:
 
     total: int = 0  # highest line number seen
     problems: list[str] = field(default_factory=list)
-    _open: dict[str, _OpenLine] = field(default_factory=dict)
+    _open: dict[str, OpenLine] = field(default_factory=dict)
 
     def feed(self, data: dict[str, Any]) -> Joined:
         stream: str = data["stream"]
@@ -277,7 +280,7 @@ class LineJoiner:
             if texts:
                 opened = Line(number + len(texts) - 1, stream, texts[-1], True, data.get("at"))
                 texts = texts[:-1]
-                self._open[stream] = _OpenLine(opened, [opened.text], len(opened.text))
+                self._open[stream] = OpenLine(opened, [opened.text], len(opened.text))
             elif held is not None:
                 self._open[stream] = held
         end = number + len(texts) - (0 if opened else 1)

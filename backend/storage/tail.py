@@ -28,7 +28,6 @@ import os
 import re
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from itertools import repeat
 from operator import attrgetter
 from typing import Any
@@ -36,7 +35,7 @@ from typing import Any
 import orjson
 
 from .eventlog import Index
-from .reader import Event, Line, decode_events
+from .reader import Event, Line, OpenLine, decode_events
 
 READ_CHUNK = 1 << 20  # bytes of whole events read at a time (one event at least)
 FOLLOW_CHUNK = 1 << 16  # the first read past the range's events (a line still open); x4 each
@@ -51,15 +50,6 @@ _LOG_HEAD = re.compile(
     rb'\{"stream":%s(?:,"at":(?:%s|null))?,"first":(0|[1-9][0-9]*),"lines":\[' % (_PLAIN, _PLAIN)
 )
 _LOG_TAIL = re.compile(rb',"partial":(true|false)(?:,"eol":(?:true|false))?\}')
-
-
-@dataclass(slots=True)
-class _Open:
-    """A line of the range still open: its pieces, joined once at the end."""
-
-    line: Line
-    pieces: list[str]
-    length: int
 
 
 def _cut_log(raw: bytes, start: int, end: int, lo: int, begun: int) -> dict[str, Any] | None:
@@ -185,7 +175,7 @@ def read_lines(fd: int, index: Index, lo: int, hi: int, line_chars: int) -> list
     if lo > hi:
         return []
     out: list[Line] = []  # in the order they begin: by number
-    held: dict[int, _Open] = {}
+    held: dict[int, OpenLine] = {}
     lines = index.lines
     until = index.beginning(hi) + 1  # the lines of the range begin before it
     for event in _events_from(fd, index, index.beginning(lo), until, lo):
@@ -231,7 +221,7 @@ def read_lines(fd: int, index: Index, lo: int, hi: int, line_chars: int) -> list
                 if opened:
                     text = texts[b - 1][:line_chars]
                     line = Line(first + b - 1, stream, text, True, at)
-                    held[line.n] = _Open(line, [text], len(text))
+                    held[line.n] = OpenLine(line, [text], len(text))
                     out.append(line)
         if lines[position] >= hi and not held:
             break
