@@ -11,7 +11,6 @@ import ctypes
 import errno
 import os
 import stat
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -391,26 +390,15 @@ def test_a_full_database_is_disk_full_not_a_500(tmp_path: Path) -> None:
 # -- the event log and its reserve ------------------------------------------------------------
 
 
-@pytest.fixture
-def loop_thread() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
-
-
 def allocated(path: Path) -> int:
     return os.stat(path).st_blocks * 512
 
 
 def test_a_live_log_keeps_room_for_done_past_its_end_and_releases_it(
-    tmp_path: Path, loop_thread: asyncio.AbstractEventLoop
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
 ) -> None:
     path = tmp_path / "run.events"
-    log = EventLog(path, loop_thread)
+    log = EventLog(path, loop)
     log.append(EventType.STATUS, {"status": "queued"})
     if allocated(path) < RESERVE:
         pytest.skip("this filesystem does not preallocate (min_free_bytes alone keeps room)")
@@ -425,11 +413,11 @@ def test_a_live_log_keeps_room_for_done_past_its_end_and_releases_it(
 
 
 def test_the_log_counts_what_it_writes_into_the_data_dir_total(
-    tmp_path: Path, loop_thread: asyncio.AbstractEventLoop
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
 ) -> None:
     space = DataDirSpace(tmp_path / "data", 0)
     space.prepare()
-    log = EventLog(space.events_dir / "a.events", loop_thread, space)
+    log = EventLog(space.events_dir / "a.events", loop, space)
     for n in range(3):
         log.append(EventType.LOG, {"n": n})
     log.append(EventType.DONE, {})

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,17 +21,6 @@ from backend.storage.space import FREE_SLACK, DataDirSpace
 
 MIN_FREE = 1024**2
 FAR = 10 * 1024**3  # free, far from the limit
-
-
-@pytest.fixture
-def loop_thread() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
 
 
 class Disk:
@@ -74,10 +61,10 @@ def line(n: int) -> dict[str, object]:
 
 
 def test_small_events_claim_room_in_steps_and_take_one_free_figure(
-    tmp_path: Path, loop_thread: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     disk = Disk(monkeypatch)
-    log, _ = make_log(tmp_path, loop_thread)
+    log, _ = make_log(tmp_path, loop)
     log.append(EventType.STATUS, {"status": "running"})
     for n in range(1, 2001):
         log.append(EventType.LOG, line(n))
@@ -90,10 +77,10 @@ def test_small_events_claim_room_in_steps_and_take_one_free_figure(
 
 
 def test_a_live_log_keeps_between_reserve_and_reserve_plus_a_step_past_its_end(
-    tmp_path: Path, loop_thread: asyncio.AbstractEventLoop
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
 ) -> None:
     path = tmp_path / "run.events"
-    log = EventLog(path, loop_thread)
+    log = EventLog(path, loop)
     log.append(EventType.STATUS, {"status": "running"})
     if os.stat(path).st_blocks * 512 < RESERVE:
         pytest.skip("this filesystem does not preallocate (min_free_bytes alone keeps room)")
@@ -107,10 +94,10 @@ def test_a_live_log_keeps_between_reserve_and_reserve_plus_a_step_past_its_end(
 
 
 def test_a_big_event_claims_its_own_size_and_a_step_past_it(
-    tmp_path: Path, loop_thread: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     disk = Disk(monkeypatch)
-    log, _ = make_log(tmp_path, loop_thread)
+    log, _ = make_log(tmp_path, loop)
     log.append(EventType.STATUS, {"status": "running"})
     start = log.size
     log.append(EventType.LOG, {"stream": "stdout", "first": 1, "lines": ["y" * 300_000]})
@@ -119,10 +106,10 @@ def test_a_big_event_claims_its_own_size_and_a_step_past_it(
 
 
 def test_near_the_limit_every_event_takes_a_free_figure_and_claims_just_its_room(
-    tmp_path: Path, loop_thread: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     disk = Disk(monkeypatch, free=MIN_FREE + RESERVE + 1000)
-    log, _ = make_log(tmp_path, loop_thread)
+    log, _ = make_log(tmp_path, loop)
     log.append(EventType.STATUS, {"status": "running"})
     disk.free = MIN_FREE + 1000  # room for a few events, not for a step
     before = disk.statvfs
@@ -133,10 +120,10 @@ def test_near_the_limit_every_event_takes_a_free_figure_and_claims_just_its_room
 
 
 def test_the_limit_is_exact_to_the_byte(
-    tmp_path: Path, loop_thread: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     disk = Disk(monkeypatch, free=MIN_FREE + RESERVE + RESERVE_STEP + 10_000)  # near
-    log, _ = make_log(tmp_path, loop_thread)
+    log, _ = make_log(tmp_path, loop)
     log.append(EventType.STATUS, {"status": "running"})
     assert disk.claims[-1][1] > RESERVE + RESERVE_STEP  # a step
     while log._reserved_to - log.size >= RESERVE + 200:  # use the step up
@@ -155,10 +142,10 @@ def test_the_limit_is_exact_to_the_byte(
 
 
 def test_a_step_the_filesystem_refuses_falls_back_to_the_events_own_room(
-    tmp_path: Path, loop_thread: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     disk = Disk(monkeypatch)
-    log, _ = make_log(tmp_path, loop_thread)
+    log, _ = make_log(tmp_path, loop)
     disk.full_past = RESERVE + 1000  # something else filled the disk (past min_free_bytes)
     log.append(EventType.STATUS, {"status": "running"})
     assert [length for _, length in disk.claims][-2:] == [
