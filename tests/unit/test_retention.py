@@ -228,6 +228,7 @@ def test_used_is_the_counted_logs_without_walking_them(
 ) -> None:
     runner = make_runner()
     finished_run(runner, command=printing(daemon, 5_000))
+    assert runner.space.events_bytes > 0  # (waits for the count at start: its own walk)
     walked: list[str] = []
     real_scandir = os.scandir
 
